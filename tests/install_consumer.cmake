@@ -1,0 +1,22 @@
+# ctest script: install marrow into a temporary prefix, then configure, build and
+# run tests/consumer against it with find_package(marrow CONFIG REQUIRED).
+set(prefix "${BIN}/install-test/prefix")
+set(cbuild "${BIN}/install-test/consumer")
+file(REMOVE_RECURSE "${BIN}/install-test")
+execute_process(COMMAND ${CMAKE_COMMAND} --install "${BIN}" --prefix "${prefix}" RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "install failed: ${rc}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S "${SRC}/tests/consumer" -B "${cbuild}" -G Ninja
+                        -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "configuring the consumer failed: ${rc}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build "${cbuild}" RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "building the consumer failed: ${rc}")
+endif()
+execute_process(COMMAND "${cbuild}/consumer" RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "the consumer ran but did not fit its line: ${rc}")
+endif()
