@@ -87,6 +87,9 @@ template <class T> struct Agent {
   Linear<T> actor1, actor2, actor_head, critic1, critic2, critic_head;
   Param<T> log_std;  // (A), state-independent; continuous actions only
   bool discrete;
+  // Normalization statistics, kept with the weights so `eval` sees what training saw:
+  // observation mean/var (O), return var (1), and the two sample counts.
+  Tensor<T> obs_mean, obs_var, ret_var, counts;
 
   Agent(AgentShape s, int hidden, double init_log_std, Rng& rng)
       : actor1(s.obs_dim, hidden, rng), actor2(hidden, hidden, rng), actor_head(hidden, s.act_dim, rng),
@@ -100,6 +103,10 @@ template <class T> struct Agent {
       layer->bias.value().zero();
     }
     if (!discrete) log_std = Param<T>(full<T>({s.act_dim}, T(init_log_std)));
+    obs_mean = zeros<T>({s.obs_dim});
+    obs_var = ones<T>({s.obs_dim});
+    ret_var = ones<T>({1});
+    counts = zeros<T>({2});
   }
 
   Var<T> actor(Tape<T>& t, const Var<T>& obs) {  // (M, O) -> (M, A)
@@ -121,6 +128,10 @@ template <class T> struct Agent {
     critic2.visit(v, join_name(prefix, "critic.1"));
     critic_head.visit(v, join_name(prefix, "critic.2"));
     if (!discrete) v.visit_param(join_name(prefix, "log_std"), log_std);
+    v.visit_buffer(join_name(prefix, "obs_rms.mean"), obs_mean);
+    v.visit_buffer(join_name(prefix, "obs_rms.var"), obs_var);
+    v.visit_buffer(join_name(prefix, "ret_rms.var"), ret_var);
+    v.visit_buffer(join_name(prefix, "rms_counts"), counts);
   }
 };
 
@@ -445,6 +456,26 @@ template <class Env, class T = float> class Trainer {
     st.lr = lr_now;
     st.update = ++update_index;
     return st;
+  }
+
+  // Copy the running statistics into the agent's buffers (before saving) and back (after loading).
+  void stats_to_agent() {
+    for (int k = 0; k < O; ++k) {
+      agent.obs_mean[k] = T(obs_rms.mean[std::size_t(k)]);
+      agent.obs_var[k] = T(obs_rms.var[std::size_t(k)]);
+    }
+    agent.ret_var[0] = T(ret_rms.var[0]);
+    agent.counts[0] = T(obs_rms.count);
+    agent.counts[1] = T(ret_rms.count);
+  }
+  void stats_from_agent() {
+    for (int k = 0; k < O; ++k) {
+      obs_rms.mean[std::size_t(k)] = agent.obs_mean[k];
+      obs_rms.var[std::size_t(k)] = agent.obs_var[k];
+    }
+    ret_rms.var[0] = agent.ret_var[0];
+    obs_rms.count = agent.counts[0];
+    ret_rms.count = agent.counts[1];
   }
 
   // Mean return of the last n finished training episodes (NaN when none).
