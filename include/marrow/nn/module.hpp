@@ -14,6 +14,9 @@
 
 namespace marrow {
 
+// What an optimizer's visit_state() (or any training-state source) calls for each state tensor.
+template <class T> using StateVisitor = std::function<void(const std::string& name, Tensor<T>& state)>;
+
 template <class T> struct Visitor {
   std::function<void(const std::string& name, Param<T>& p)> param;
   std::function<void(const std::string& name, Tensor<T>& buffer)> buffer;

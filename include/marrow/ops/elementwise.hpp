@@ -48,12 +48,20 @@ Var<T> binary_op(Tape<T>& t, const char* name, const Arg<T>& a, const Arg<T>& b,
     T* db = b.requires_grad() ? b.grad().data() : nullptr;
     const Shape& os = res.shape();
     const index_t n = os.numel();
-    if (same) {
-#pragma omp parallel for if (n >= kParallelMin)
-      for (index_t i = 0; i < n; ++i) {
-        auto [ga, gb] = bwd(g[i], pa[i], pb[i], po[i]);
-        if (da) da[i] += ga;
-        if (db) db[i] += gb;
+    if (same) {  // separate loops: a branch on da/db inside would stop vectorization
+      if (da && db) {
+#pragma omp parallel for simd if (n >= kParallelMin)
+        for (index_t i = 0; i < n; ++i) {
+          auto [ga, gb] = bwd(g[i], pa[i], pb[i], po[i]);
+          da[i] += ga;
+          db[i] += gb;
+        }
+      } else if (da) {
+#pragma omp parallel for simd if (n >= kParallelMin)
+        for (index_t i = 0; i < n; ++i) da[i] += bwd(g[i], pa[i], pb[i], po[i]).a;
+      } else if (db) {
+#pragma omp parallel for simd if (n >= kParallelMin)
+        for (index_t i = 0; i < n; ++i) db[i] += bwd(g[i], pa[i], pb[i], po[i]).b;
       }
       return;
     }

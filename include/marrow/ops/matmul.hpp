@@ -9,6 +9,8 @@
 namespace marrow {
 
 namespace detail {
+// Multiply-adds below which a batched product runs on one thread: waking threads costs ~10 µs.
+inline constexpr index_t kMatmulParallelMin = 1 << 16;
 template <class T> using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class T> using MatView = Eigen::Map<RowMat<T>>;
 template <class T> using CMatView = Eigen::Map<const RowMat<T>>;
@@ -63,7 +65,7 @@ template <class T> Var<T> matmul(Tape<T>& t, const Arg<T>& a, const Arg<T>& b) {
   if (nb == 1) {
     MatView<T>(po, N, M).noalias() = CMatView<T>(pa, N, K) * CMatView<T>(pb, K, M);
   } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nb * N * K * M >= kMatmulParallelMin)
     for (index_t i = 0; i < nb; ++i)
       MatView<T>(po + i * N * M, N, M).noalias() =
           CMatView<T>(pa + p.a_off[i] * N * K, N, K) * CMatView<T>(pb + p.b_off[i] * K * M, K, M);
@@ -84,7 +86,7 @@ template <class T> Var<T> matmul(Tape<T>& t, const Arg<T>& a, const Arg<T>& b) {
     if (nb == 1 || p.broadcast) {
       for (index_t i = 0; i < nb; ++i) one(i);  // broadcast inputs accumulate from several batches: serial
     } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nb * N * K * M >= kMatmulParallelMin)
       for (index_t i = 0; i < nb; ++i) one(i);
     }
   });

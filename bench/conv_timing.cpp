@@ -1,0 +1,86 @@
+// Forward+backward timing of marrow's convolution ops at the shapes of
+// /work/shared/bench/ops_peer.py (float, loss = sum of the output).
+// Not part of the CMake build:
+//   g++ -std=c++20 -O2 -march=native -fopenmp -Iinclude -I/usr/include/eigen3 bench/conv_timing.cpp -o conv_timing
+//   OMP_NUM_THREADS=2 ./conv_timing [reps]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <functional>
+#include <vector>
+
+#include <marrow/marrow.hpp>
+#include <marrow/ops/conv.hpp>
+#include <marrow/ops/pool.hpp>
+
+using namespace marrow;
+
+static void timed(const char* name, int reps, const std::function<void()>& fn) {
+  for (int i = 0; i < 3; ++i) fn();
+  std::vector<double> ms, cpu;
+  for (int i = 0; i < reps; ++i) {
+    timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    cpu.push_back((c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) * 1e-6);
+  }
+  std::sort(ms.begin(), ms.end());
+  std::sort(cpu.begin(), cpu.end());
+  // CPU time (all threads) is steadier than wall time on a shared machine.
+  std::printf("%-40s median %8.3f ms   min %8.3f ms   cpu %8.3f ms\n", name, ms[ms.size() / 2], ms[0], cpu[cpu.size() / 2]);
+}
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::atoi(argv[1]) : 20;
+  Rng rng(0);
+  Tape<float> t;
+  {
+    Tensor<float> x = randn<float>({4, 32, 128, 128}, rng);
+    Param<float> w(randn<float>({32, 32, 3, 3}, rng)), b(randn<float>({32}, rng));
+    timed("conv2d 3x3 4x32x128x128->32", reps, [&] {
+      t.reset();
+      auto xv = t.leaf(x);
+      t.backward(sum(t, conv2d(t, xv, w, b, 1, 1)));
+    });
+  }
+  {
+    Tensor<float> x = randn<float>({4, 64, 64, 64}, rng);
+    Param<float> w(randn<float>({64, 32, 2, 2}, rng)), b(randn<float>({32}, rng));
+    timed("conv_transpose2d 2x2 s2 4x64x64x64->32", reps, [&] {
+      t.reset();
+      auto xv = t.leaf(x);
+      t.backward(sum(t, conv_transpose2d(t, xv, w, b, 2)));
+    });
+  }
+  if (argc > 2) {  // DCGAN-sized layers (batch 64, 28x28 digits): many small images
+    struct L { const char* name; Shape x, w; bool transpose; };
+    for (const L& l : {L{"dcgan conv 64x1x28x28->64 k4s2p1", {64, 1, 28, 28}, {64, 1, 4, 4}, false},
+                       L{"dcgan conv 64x64x14x14->128 k4s2p1", {64, 64, 14, 14}, {128, 64, 4, 4}, false},
+                       L{"dcgan convT 64x128x7x7->64 k4s2p1", {64, 128, 7, 7}, {128, 64, 4, 4}, true},
+                       L{"dcgan convT 64x64x14x14->1 k4s2p1", {64, 64, 14, 14}, {64, 1, 4, 4}, true}}) {
+      Tensor<float> x = randn<float>(l.x, rng);
+      Param<float> w(randn<float>(l.w, rng)), b(randn<float>({l.w[l.transpose ? 1 : 0]}, rng));
+      timed(l.name, reps, [&] {
+        t.reset();
+        auto xv = t.leaf(x);
+        t.backward(sum(t, l.transpose ? conv_transpose2d(t, xv, w, b, 2, 1) : conv2d(t, xv, w, b, 2, 1)));
+      });
+    }
+  }
+  if (argc > 2) {  // extra shapes from the models: pooling and upsampling
+    Tensor<float> x = randn<float>({4, 32, 128, 128}, rng);
+    timed("max_pool2d 2 4x32x128x128", reps, [&] {
+      t.reset();
+      t.backward(sum(t, max_pool2d(t, t.leaf(x), 2)));
+    });
+    timed("upsample_bilinear2d x2 4x32x128x128", reps, [&] {
+      t.reset();
+      t.backward(sum(t, upsample_bilinear2d(t, t.leaf(x), 2)));
+    });
+  }
+}

@@ -1,0 +1,515 @@
+// unet: segment the ISBI-2012 membrane slices (../shared/data/membrane) with a U-Net.
+//
+//   unet train   --steps 4000 --out runs/unet            (slices 0-24 train, 25-29 validate)
+//   unet predict --ckpt runs/unet/checkpoint.safetensors --input a.png b.png --out runs/unet/pred
+//   unet eval    --ckpt runs/unet/checkpoint.safetensors  (pixel error, IoU/Dice, V-Rand, V-Info)
+//   unet bench   --steps 30 --threads 2                   (step time on random data, as unet_peer.py)
+//
+// Labels: 255 (cell interior) is class 1, 0 (membrane) class 0.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+
+#include <marrow/data/image.hpp>
+#include <marrow/data/loader.hpp>
+#include <marrow/optim.hpp>
+#include <marrow/schedule.hpp>
+#include <marrow/train/checkpoint.hpp>
+#include <marrow/train/cli.hpp>
+#include <marrow/train/metrics.hpp>
+#include <marrow/train/monitor.hpp>
+#include <marrow/train/plot.hpp>
+#include <marrow/train/progress.hpp>
+#include <models/segmentation_metrics.hpp>
+#include <models/unet.hpp>
+#include <models/unet_weights.hpp>
+
+using namespace marrow;
+using namespace marrow::unet;
+
+namespace {
+
+struct Args {
+  // model
+  int width = 16;                 // channels of the first level (paper: 64)
+  int depth = 4;                  // poolings
+  std::string padding = "same";   // same (padded 3x3 convs) or valid (the paper's)
+  bool batch_norm = true;         // BatchNorm after every 3x3 conv
+  double dropout = 0.5;           // on the bottleneck's output
+  bool he_init = false;           // the paper's N(0, 2/fan_in) init instead of PyTorch's
+  // optimization
+  int batch = 4;                  // tiles per step
+  int crop = 256;                 // training tile side (valid padding: rounded up to a valid input)
+  double lr = 1e-3;               // Adam
+  std::string schedule = "cosine";  // cosine (to lr/100) or constant
+  // loss
+  std::string loss = "ce";        // ce, dice or ce+dice
+  bool weight_map = true;         // the paper's weight map on the cross-entropy
+  double dice_weight = 1.0;       // ce + dice_weight * dice
+  double w0 = 10, sigma = 5;      // weight map: border weight and width (px)
+  // augmentation
+  bool elastic = true;            // elastic deformation (3x3 grid, sigma px)
+  double elastic_sigma = 10;
+  bool dihedral = true;           // flips and 90-degree rotations
+  double brightness = 0.1, contrast = 0.2;
+  // validation and inference
+  int eval_interval = 250;        // steps between validation runs (0: only at the end)
+  int val_from = 25;              // slices [val_from, 30) validate, the rest train
+  int tile = 0;                   // overlap-tile input side (0: 256 same / 572-like valid)
+  int tile_margin = -1;           // same padding: context dropped per tile side (-1: 2^(depth+1))
+  double threshold = 0.5;         // cell probability threshold for the metrics
+};
+
+void add_args(Cli& cli, Args& a) {
+  cli.flag("width", a.width, "channels of the first level (paper: 64)").min(1);
+  cli.flag("depth", a.depth, "2x2 poolings").min(1).max(8);
+  cli.flag("padding", a.padding, "same (padded convs, output = input) or valid (the paper's unpadded convs)");
+  cli.flag("batch-norm", a.batch_norm, "BatchNorm after every 3x3 conv");
+  cli.flag("dropout", a.dropout, "dropout at the end of the contracting path").min(0).max(0.99);
+  cli.flag("he-init", a.he_init, "the paper's He-normal init instead of PyTorch's default");
+  cli.flag("batch", a.batch, "tiles per step").min(1);
+  cli.flag("crop", a.crop, "training tile side").min(8);
+  cli.flag("lr", a.lr, "Adam learning rate").min(0);
+  cli.flag("schedule", a.schedule, "learning rate: cosine (to lr/100) or constant");
+  cli.flag("loss", a.loss, "ce, dice or ce+dice");
+  cli.flag("weight-map", a.weight_map, "weight the cross-entropy by the paper's weight map");
+  cli.flag("dice-weight", a.dice_weight, "weight of the Dice term in ce+dice").min(0);
+  cli.flag("w0", a.w0, "weight map: border weight").min(0);
+  cli.flag("sigma", a.sigma, "weight map: border width in px").min(0.1);
+  cli.flag("elastic", a.elastic, "elastic deformation augmentation");
+  cli.flag("elastic-sigma", a.elastic_sigma, "elastic displacement std in px").min(0);
+  cli.flag("dihedral", a.dihedral, "random flips and 90-degree rotations");
+  cli.flag("brightness", a.brightness, "brightness jitter (+-)").min(0);
+  cli.flag("contrast", a.contrast, "contrast jitter (+-, relative)").min(0).max(1);
+  cli.flag("eval-interval", a.eval_interval, "steps between validation runs (0: at the end only)").min(0);
+  cli.flag("val-from", a.val_from, "first validation slice; earlier slices train").min(1);
+  cli.flag("tile", a.tile, "overlap-tile input side (0: automatic)").min(0);
+  cli.flag("tile-margin", a.tile_margin, "same padding: context px dropped per tile side (-1: automatic)").min(-1);
+  cli.flag("threshold", a.threshold, "cell probability threshold for the metrics").min(0).max(1);
+}
+
+Config model_config(const Args& a) {
+  Config c;
+  c.width = a.width;
+  c.depth = a.depth;
+  if (a.padding != "same" && a.padding != "valid")
+    throw UsageError("--padding: expected 'same' or 'valid', got '" + a.padding + "'");
+  c.padding = a.padding == "same" ? Padding::Same : Padding::Valid;
+  c.batch_norm = a.batch_norm;
+  c.dropout = a.dropout;
+  c.he_init = a.he_init;
+  return c;
+}
+
+LossOptions loss_options(const Args& a) {
+  if (a.loss != "ce" && a.loss != "dice" && a.loss != "ce+dice")
+    throw UsageError("--loss: expected ce, dice or ce+dice, got '" + a.loss + "'");
+  LossOptions o;
+  o.cross_entropy = a.loss != "dice";
+  o.dice = a.loss != "ce";
+  o.weight_map = o.cross_entropy && a.weight_map;
+  o.dice_weight = a.dice_weight;
+  return o;
+}
+
+TileOptions tile_options(const Args& a) { return {.tile = a.tile, .margin = a.tile_margin, .batch = 4}; }
+
+// The model flags of a checkpoint's config (the other flags keep their defaults).
+Args args_from_config(const std::string& config) {
+  Args a;
+  const Json j = Json::parse(config);
+  a.width = int(j.at("width").as_int());
+  a.depth = int(j.at("depth").as_int());
+  a.padding = j.at("padding").as_string();
+  a.batch_norm = j.at("batch-norm").as_bool();
+  a.dropout = j.at("dropout").as_double();
+  a.tile = int(j.at("tile").as_int());
+  a.tile_margin = int(j.at("tile-margin").as_int());
+  a.val_from = int(j.at("val-from").as_int());
+  return a;
+}
+
+// ---- data ---------------------------------------------------------------------------------
+struct Slice {
+  Tensor<float> image;              // (1, H, W) in [0, 1]
+  Tensor<std::int32_t> classes;     // (H, W): 1 cell, 0 membrane
+  Tensor<float> weights;            // (H, W) weight map (training slices, when used)
+};
+
+Tensor<std::int32_t> classes_of(const data::Image& label) {
+  Tensor<std::int32_t> c = Tensor<std::int32_t>::uninitialized(Shape{label.height, label.width});
+  for (index_t i = 0; i < c.numel(); ++i) c[i] = label.pixels[std::size_t(i)] > 127 ? 1 : 0;
+  return c;
+}
+
+std::vector<Slice> load_slices(const std::string& dir) {
+  const std::string img_dir = dir + "/train/image", lab_dir = dir + "/train/label";
+  MARROW_CHECK(std::filesystem::is_directory(img_dir) && std::filesystem::is_directory(lab_dir), "--data: ", dir,
+               " has no train/image and train/label folders (expected the membrane data set)");
+  std::vector<Slice> v;
+  for (const std::string& path : data::list_files(img_dir, {".png"})) {
+    const std::string name = std::filesystem::path(path).filename().string();
+    const data::Image img = data::load_image(path, 1), lab = data::load_image(lab_dir + "/" + name, 1);
+    MARROW_CHECK(img.width == lab.width && img.height == lab.height, "--data: ", path, " is ", img.width, "x",
+                 img.height, " but its label is ", lab.width, "x", lab.height);
+    v.push_back({data::image_to_tensor<float>(img), classes_of(lab), {}});
+  }
+  return v;
+}
+
+std::string default_data() { return std::string(MARROW_SOURCE_DIR) + "/../shared/data/membrane"; }
+
+// ---- pictures -------------------------------------------------------------------------------
+// Cell probability (K, H, W) -> 8-bit gray, 255 = certain interior (like the labels).
+data::Image probability_png(const Tensor<float>& probs) {
+  const index_t H = probs.dim(1), W = probs.dim(2);
+  data::Image out(int(W), int(H), 1);
+  for (index_t i = 0; i < H * W; ++i)
+    out.pixels[std::size_t(i)] = std::uint8_t(std::lround(std::clamp(probs[H * W + i], 0.0f, 1.0f) * 255.0f));
+  return out;
+}
+
+// The image with predicted membranes tinted red (opacity grows with the membrane probability).
+data::Image overlay_png(const Tensor<float>& image, const Tensor<float>& probs) {
+  const index_t H = probs.dim(1), W = probs.dim(2);
+  data::Image out(int(W), int(H), 3);
+  for (index_t i = 0; i < H * W; ++i) {
+    const double g = std::clamp(double(image[i]), 0.0, 1.0) * 255.0, m = 1.0 - double(probs[H * W + i]);
+    const double a = m >= 0.5 ? 0.65 : 0.0;
+    const double rgb[3] = {g * (1 - a) + 255 * a, g * (1 - a) + 40 * a, g * (1 - a) + 40 * a};
+    for (int k = 0; k < 3; ++k) out.pixels[std::size_t(i * 3 + k)] = std::uint8_t(std::lround(rgb[k]));
+  }
+  return out;
+}
+
+// ---- validation -------------------------------------------------------------------------------
+struct Validation {
+  SegmentationScores mean;
+  std::vector<SegmentationScores> per_slice;
+  std::vector<Tensor<float>> probs;
+};
+
+Validation validate(UNet<float>& net, const std::vector<Slice>& slices, int from, const TileOptions& to,
+                    double threshold) {
+  Validation v;
+  for (std::size_t k = std::size_t(from); k < slices.size(); ++k) {
+    v.probs.push_back(predict_overlap_tile(net, slices[k].image, to));
+    const index_t H = slices[k].classes.dim(0), W = slices[k].classes.dim(1);
+    const Tensor<float> cell = v.probs.back().slice(0, 1, 2).reshape(Shape{H, W});
+    v.per_slice.push_back(segmentation_scores(cell, slices[k].classes, threshold));
+  }
+  v.mean = mean_scores(v.per_slice);
+  return v;
+}
+
+Json scores_json(const SegmentationScores& s, const std::string& prefix = "") {
+  return Json::object({{prefix + "pixel_error", s.pixel_error},
+                       {prefix + "iou_membrane", s.iou_membrane},
+                       {prefix + "dice_membrane", s.dice_membrane},
+                       {prefix + "v_rand", s.rand_info.v_rand},
+                       {prefix + "v_rand_split", s.rand_info.v_rand_split},
+                       {prefix + "v_rand_merge", s.rand_info.v_rand_merge},
+                       {prefix + "v_info", s.rand_info.v_info},
+                       {prefix + "v_info_split", s.rand_info.v_info_split},
+                       {prefix + "v_info_merge", s.rand_info.v_info_merge}});
+}
+
+// ---- train ---------------------------------------------------------------------------------------
+struct Batch {
+  Tensor<float> x;                // (B, 1, in, in)
+  Tensor<std::int32_t> target;    // (B, out, out)
+  Tensor<float> weights;          // (B, out, out) or undefined
+};
+
+int train(const Args& a, const CommonFlags& common, const std::string& config) {
+  const Config cfg = model_config(a);
+  const LossOptions lo = loss_options(a);
+  const index_t in = cfg.fit_input(a.crop), out = cfg.output_size(in);
+  std::vector<Slice> slices = load_slices(common.data);
+  MARROW_CHECK(int(slices.size()) > a.val_from, "--val-from ", a.val_from, ": ", common.data, " has only ",
+               slices.size(), " slices");
+  if (lo.weight_map)
+    for (int k = 0; k < a.val_from; ++k)
+      slices[std::size_t(k)].weights = unet_weight_map<float>(slices[std::size_t(k)].classes, {.w0 = a.w0, .sigma = a.sigma});
+
+  Rng rng(std::uint64_t(common.seed));
+  UNet<float> net(cfg, rng);
+  Adam<float> opt(parameters<float>(net), {.lr = float(a.lr)});
+  Checkpoint<float> ckpt(net);
+  ckpt.add_state([&](const StateVisitor<float>& f) { opt.visit_state(f); });
+  ckpt.add_rng("dropout", net.drop.rng);
+  const std::string ckpt_path = common.checkpoint_path();
+  const std::int64_t start = common.resume ? ckpt.resume(ckpt_path, true).step : 0;
+  const std::int64_t total = common.steps;
+  MARROW_CHECK(start <= total, "--resume: checkpoint is at step ", start, ", past --steps ", total);
+
+  const AugmentOptions ao{.elastic = a.elastic, .elastic_sigma = a.elastic_sigma, .dihedral = a.dihedral,
+                          .brightness = a.brightness, .contrast = a.contrast};
+  const auto seed = std::uint64_t(common.seed);
+  // Batch b of the run comes from its own Rng, so a resumed run sees what an uninterrupted one would.
+  data::BatchLoader<Batch> loader(
+      [&, start](std::int64_t b, Rng&) {
+        Rng r(data::derive_seed(seed, std::uint64_t(start + b)));
+        Batch batch{Tensor<float>::uninitialized(Shape{a.batch, 1, in, in}),
+                    Tensor<std::int32_t>::uninitialized(Shape{a.batch, out, out}),
+                    lo.weight_map ? Tensor<float>::uninitialized(Shape{a.batch, out, out}) : Tensor<float>()};
+        for (index_t i = 0; i < a.batch; ++i) {
+          const Slice& s = slices[std::size_t(r.below(std::uint64_t(a.val_from)))];
+          const TrainTile<float> tt = make_train_tile(s.image, s.classes, lo.weight_map ? &s.weights : nullptr, in,
+                                                      out, ao, r);
+          std::copy_n(tt.image.data(), in * in, batch.x.data() + i * in * in);
+          std::copy_n(tt.target.data(), out * out, batch.target.data() + i * out * out);
+          if (lo.weight_map) std::copy_n(tt.weights.data(), out * out, batch.weights.data() + i * out * out);
+        }
+        return batch;
+      },
+      seed);
+
+  MetricsLog log(common.out, common.resume);
+  StepTimer timer;
+  LossGuard guard;
+  guard.set_checkpoint(common.resume ? ckpt_path : "");
+  install_interrupt_handler();
+  const sched::WarmupCosine<float> cosine{float(a.lr), 0, std::max<std::int64_t>(total, 1), float(a.lr) / 100};
+  Progress bar(total, "unet", a.batch);
+  Tape<float> tape;
+  const TileOptions to = tile_options(a);
+  std::optional<Validation> last_val;
+  auto run_validation = [&](std::int64_t step) {
+    Validation v = validate(net, slices, a.val_from, to, a.threshold);
+    Json line = scores_json(v.mean, "val_");
+    line.set("step", step);
+    log.log(line);
+    bar.message(detail::cat("step ", step, ": val pixel error ", v.mean.pixel_error, ", V-Rand ",
+                            v.mean.rand_info.v_rand, ", V-Info ", v.mean.rand_info.v_info, ", membrane IoU ",
+                            v.mean.iou_membrane));
+    ckpt.save(ckpt_path, step, config);
+    guard.set_checkpoint(ckpt_path);
+    last_val = std::move(v);
+  };
+
+  for (std::int64_t step = start; step < total; ++step) {
+    Batch b = loader.next();
+    timer.start();
+    const float lr = a.schedule == "cosine" ? cosine.at(step) : float(a.lr);
+    opt.set_lr(lr);
+    tape.reset();
+    Var<float> logits = net(tape, tape.input(b.x));
+    LossParts<float> lp = segmentation_loss(tape, logits, b.target, lo.weight_map ? &b.weights : nullptr, lo);
+    const double loss = lp.total.item();
+    guard.check(loss, step + 1);
+    opt.zero_grad();
+    tape.backward(lp.total);
+    opt.step();
+    const double ms = timer.stop();
+    log.log({{"step", step + 1}, {"loss", loss}, {"ce", lp.ce}, {"dice", lp.dice}, {"lr", double(lr)}, {"ms", ms}});
+    bar.update(step + 1, {{"loss", loss}, {"ms", ms}});
+    const bool last = step + 1 == total;
+    if (last || (a.eval_interval > 0 && (step + 1) % a.eval_interval == 0)) run_validation(step + 1);
+    if (interrupted()) {
+      ckpt.save(ckpt_path, step + 1, config);
+      bar.message("interrupted: checkpoint saved to " + ckpt_path);
+      return 1;
+    }
+  }
+  bar.finish();
+  if (!last_val) run_validation(total);  // resumed at the end: still report the figures
+  tape.reset();
+
+  plot_metrics(common.out + "/metrics.jsonl", common.out + "/loss.png", {"loss"}, "step",
+               {.title = "U-Net training loss", .xlabel = "step", .ylabel = "loss", .log_y = true});
+  plot_metrics(common.out + "/metrics.jsonl", common.out + "/validation.png",
+               {"val_pixel_error", "val_v_rand", "val_v_info", "val_iou_membrane"}, "step",
+               {.title = "validation (slices " + std::to_string(a.val_from) + "-" + std::to_string(slices.size() - 1) + ")",
+                .xlabel = "step", .ylabel = "score"});
+  const Slice& first = slices[std::size_t(a.val_from)];
+  data::write_png(common.out + "/val-" + std::to_string(a.val_from) + ".png", probability_png(last_val->probs[0]));
+  data::write_png(common.out + "/val-" + std::to_string(a.val_from) + "-overlay.png",
+                  overlay_png(first.image, last_val->probs[0]));
+  Json summary = write_summary(common.out, timer,
+                               {{"steps", total},
+                                {"params", count_parameters<float>(net)},
+                                {"threads", omp_get_max_threads()},
+                                {"tile_in", in},
+                                {"tile_out", out},
+                                {"seed", common.seed}});
+  const Json scores = scores_json(last_val->mean);
+  for (auto& [k, v] : scores.members()) summary.set(k, v);
+  write_json(common.out + "/summary.json", summary);
+  std::printf("%s\n", summary.dump().c_str());
+  return 0;
+}
+
+// ---- eval / predict ---------------------------------------------------------------------------------
+UNet<float> load_model(const std::string& path, Args& a) {
+  const CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(path), path);
+  MARROW_CHECK(!info.config.empty(), "unet: ", path, " has no config (not a unet checkpoint?)");
+  const int tile = a.tile, margin = a.tile_margin;
+  const double threshold = a.threshold;
+  a = args_from_config(info.config);
+  if (tile > 0) a.tile = tile;  // inference flags given now win over the training run's
+  if (margin >= 0) a.tile_margin = margin;
+  a.threshold = threshold;
+  Rng rng(0);
+  UNet<float> net(model_config(a), rng);
+  load_weights<float>(path, net);
+  set_training<float>(net, false);
+  return net;
+}
+
+int evaluate(Args a, const CommonFlags& common) {
+  const int val_from_flag = a.val_from;
+  UNet<float> net = load_model(common.checkpoint_path(), a);
+  if (val_from_flag != Args{}.val_from) a.val_from = val_from_flag;
+  std::vector<Slice> slices = load_slices(common.data);
+  MARROW_CHECK(int(slices.size()) > a.val_from, "--val-from ", a.val_from, ": ", common.data, " has only ",
+               slices.size(), " slices");
+  const Validation v = validate(net, slices, a.val_from, tile_options(a), a.threshold);
+  std::printf("slice  pixel_err  IoU(mem)  Dice(mem)  V-Rand  (split  merge)  V-Info  (split  merge)\n");
+  for (std::size_t k = 0; k < v.per_slice.size(); ++k) {
+    const auto& s = v.per_slice[k];
+    std::printf("%5zu  %9.4f  %8.4f  %9.4f  %6.4f  (%.4f %.4f)  %6.4f  (%.4f %.4f)\n", k + std::size_t(a.val_from),
+                s.pixel_error, s.iou_membrane, s.dice_membrane, s.rand_info.v_rand, s.rand_info.v_rand_split,
+                s.rand_info.v_rand_merge, s.rand_info.v_info, s.rand_info.v_info_split, s.rand_info.v_info_merge);
+  }
+  const auto& m = v.mean;
+  std::printf(" mean  %9.4f  %8.4f  %9.4f  %6.4f  (%.4f %.4f)  %6.4f  (%.4f %.4f)   threshold %.2f\n", m.pixel_error,
+              m.iou_membrane, m.dice_membrane, m.rand_info.v_rand, m.rand_info.v_rand_split, m.rand_info.v_rand_merge,
+              m.rand_info.v_info, m.rand_info.v_info_split, m.rand_info.v_info_merge, a.threshold);
+  // The challenge reports each score at its best threshold.
+  double best_rand = -1, best_rand_t = 0, best_info = -1, best_info_t = 0;
+  for (int k = 1; k <= 19; ++k) {
+    const double th = 0.05 * k;
+    std::vector<SegmentationScores> per;
+    for (std::size_t i = 0; i < v.probs.size(); ++i) {
+      const Slice& s = slices[std::size_t(a.val_from) + i];
+      const Tensor<float> cell = v.probs[i].slice(0, 1, 2).reshape(s.classes.shape());
+      per.push_back(segmentation_scores(cell, s.classes, th));
+    }
+    const SegmentationScores sm = mean_scores(per);
+    if (sm.rand_info.v_rand > best_rand) best_rand = sm.rand_info.v_rand, best_rand_t = th;
+    if (sm.rand_info.v_info > best_info) best_info = sm.rand_info.v_info, best_info_t = th;
+  }
+  std::printf("best over thresholds 0.05..0.95: V-Rand %.4f (at %.2f), V-Info %.4f (at %.2f)\n", best_rand, best_rand_t,
+              best_info, best_info_t);
+  Json j = scores_json(m);
+  j.set("threshold", a.threshold);
+  j.set("v_rand_best", best_rand);
+  j.set("v_rand_best_threshold", best_rand_t);
+  j.set("v_info_best", best_info);
+  j.set("v_info_best_threshold", best_info_t);
+  j.set("slices", Json::array({Json(a.val_from), Json(std::int64_t(slices.size()) - 1)}));
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+int predict(Args a, const CommonFlags& common, const std::vector<std::string>& inputs) {
+  if (inputs.empty()) throw UsageError("predict: give images with --input A.png [B.png ...]");
+  UNet<float> net = load_model(common.checkpoint_path(), a);
+  make_dirs(common.out);
+  for (const std::string& path : inputs) {
+    const data::Image img = data::load_image(path, 1);
+    const Tensor<float> x = data::image_to_tensor<float>(img);
+    const Tensor<float> probs = predict_overlap_tile(net, x, tile_options(a));
+    const std::string stem = std::filesystem::path(path).stem().string();
+    data::write_png(common.out + "/" + stem + ".png", probability_png(probs));
+    data::write_png(common.out + "/" + stem + "-overlay.png", overlay_png(x, probs));
+    std::printf("%s -> %s/%s.png, %s-overlay.png (%dx%d)\n", path.c_str(), common.out.c_str(), stem.c_str(),
+                stem.c_str(), img.width, img.height);
+  }
+  return 0;
+}
+
+// ---- bench: step time on random data, as unet_peer.py's phase 1 -------------------------------------
+int bench(const Args& a, const CommonFlags& common) {
+  const Config cfg = model_config(a);
+  const LossOptions lo = loss_options(a);
+  const index_t in = cfg.fit_input(a.crop), out = cfg.output_size(in);
+  Rng rng(std::uint64_t(common.seed));
+  UNet<float> net(cfg, rng);
+  Adam<float> opt(parameters<float>(net), {.lr = float(a.lr)});
+  const Tensor<float> x = randn<float>({a.batch, 1, in, in}, rng);
+  Tensor<std::int32_t> y = Tensor<std::int32_t>::uninitialized(Shape{a.batch, out, out});
+  for (auto& v : y) v = std::int32_t(rng.below(2));
+  const Tensor<float> w = uniform<float>({a.batch, out, out}, rng, 1.0, 3.0);
+  StepTimer timer, fwd, bwd;
+  Tape<float> tape;
+  for (std::int64_t s = 0; s < common.steps; ++s) {
+    timer.start();
+    fwd.start();
+    tape.reset();
+    Var<float> loss = segmentation_loss(tape, net(tape, tape.input(x)), y, &w, lo).total;
+    fwd.stop();
+    bwd.start();
+    opt.zero_grad();
+    tape.backward(loss);
+    bwd.stop();
+    opt.step();
+    const double ms = timer.stop();
+    std::fprintf(stderr, "step %lld: %.1f ms (loss %.4f)\n", (long long)s, ms, double(loss.item()));
+  }
+  std::printf("RESULT marrow unet ms/step median %.1f (forward %.1f, backward %.1f) batch %d, %lldx%lld, %d threads, "
+              "peak RSS %.0f MB\n",
+              timer.median_ms(), fwd.median_ms(), bwd.median_ms(), a.batch, (long long)in, (long long)in,
+              omp_get_max_threads(), peak_rss_mb());
+  write_summary(common.out, timer, {{"forward_ms", fwd.median_ms()}, {"backward_ms", bwd.median_ms()},
+                                    {"batch", a.batch}, {"size", in}, {"threads", omp_get_max_threads()}});
+  return 0;
+}
+
+// `--input A B C`: the values up to the next flag, taken out of argv (the Cli knows single values only).
+std::vector<std::string> take_inputs(int& argc, char** argv) {
+  std::vector<std::string> inputs;
+  int w = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    if (s == "--input") {
+      while (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) inputs.push_back(argv[++i]);
+      continue;
+    }
+    if (s.rfind("--input=", 0) == 0) {
+      inputs.push_back(s.substr(8));
+      continue;
+    }
+    argv[w++] = argv[i];
+  }
+  argc = w;
+  return inputs;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_main("unet", [&] {
+    const std::vector<std::string> inputs = take_inputs(argc, argv);
+    Args a;
+    CommonFlags common;
+    common.data = default_data();
+    common.out = "runs/unet";
+    common.steps = 4000;
+    common.seed = 0;
+    Cli cli("unet", "U-Net segmentation of the ISBI-2012 membrane slices (overlap-tile inference, V-Rand/V-Info)");
+    cli.command("train", "train on slices [0, val-from), validate on the rest")
+        .command("predict", "segment images (--input A.png ...) into --out")
+        .command("eval", "score a checkpoint on the validation slices")
+        .command("bench", "median step time on random data (compare with shared/bench/unet_peer.py)");
+    common.add_to(cli);
+    add_args(cli, a);
+    const std::string cmd = cli.parse_or_exit(argc, argv);
+    if (common.threads > 0) omp_set_num_threads(common.threads);
+    model_config(a);  // bad --padding or --loss are usage errors whatever the command
+    loss_options(a);
+    if (a.schedule != "cosine" && a.schedule != "constant")
+      throw UsageError("--schedule: expected cosine or constant, got '" + a.schedule + "'");
+    if (cmd != "predict" && !inputs.empty()) throw UsageError("--input is for predict");
+    if (cmd == "train") return train(a, common, cli.values().dump());
+    if (cmd == "eval") return evaluate(a, common);
+    if (cmd == "predict") return predict(a, common, inputs);
+    if (cmd == "bench") return bench(a, common);
+    throw UsageError("expected a command: train, predict, eval or bench");
+  });
+}

@@ -1,0 +1,398 @@
+#pragma once
+// Convolutions over NCHW tensors with PyTorch's weight layouts: conv2d and its
+// adjoint conv_transpose2d.
+//
+// Both lower to GEMM over im2col columns. Two kernels do all the work:
+//   gather_gemm   cols = im2col(img); out (=) A·cols and/or dA += B·colsᵀ
+//                 (conv2d forward and dW; conv_transpose2d dx and dW)
+//   scatter_gemm  cols = Aᵀ·src; img += col2im(cols)
+//                 (conv2d dx; conv_transpose2d forward)
+// Columns are built one band of output rows at a time into a per-thread
+// scratch buffer sized to stay in L2: writing the whole im2col matrix of an
+// image (C·kh·kw × Ho·Wo, often > 10 MB) and reading it back made the 3x3
+// forward ~1.5x slower when measured. Bands of all images are the unit of parallel work,
+// so a batch of 1 still uses every core; small images are grouped instead, so
+// the GEMM stays wide (see conv_plan).
+//
+// Shape letters: N batch, C input channels, O output channels, (H, W) input
+// and (Ho, Wo) output spatial size, (kh, kw) kernel.
+#include <Eigen/Core>
+#include <algorithm>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../tape.hpp"
+#include "matmul.hpp"
+
+namespace marrow {
+
+namespace detail {
+
+inline int conv_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// A band of a row-major (rows, ld) matrix: `cols` columns starting at a column offset.
+template <class T> using BandView = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
+template <class T> using CBandView = Eigen::Map<const RowMat<T>, 0, Eigen::OuterStride<>>;
+
+// Per-thread scratch that only grows: steady-state training allocates nothing here.
+template <class T> T* conv_scratch(int slot, std::size_t n) {
+  thread_local std::vector<T> buf[3];
+  if (buf[slot].size() < n) buf[slot].resize(n);
+  return buf[slot].data();
+}
+
+// The geometry im2col/col2im work on. The "image" side (C, H, W) is what the
+// kernel slides over; (Ho, Wo) is the grid of kernel placements. For conv2d the
+// image is the input; for conv_transpose2d it is the output.
+struct ConvGeom {
+  index_t C, H, W, Ho, Wo;
+  int kh, kw, stride, pad, dil;
+  index_t krows() const { return C * kh * kw; }  // rows of the column matrix
+  index_t plane() const { return H * W; }
+  index_t grid() const { return Ho * Wo; }
+  // 1x1, stride 1, same size: the column matrix *is* the image, no copy needed.
+  bool identity() const { return kh == 1 && kw == 1 && stride == 1 && pad == 0 && H == Ho && W == Wo; }
+  // Placement columns [lo, hi) whose tap at column offset `off` lands inside the image.
+  void valid_cols(index_t off, index_t& lo, index_t& hi) const {
+    lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    hi = W - 1 - off < 0 ? 0 : std::min<index_t>(Wo, (W - 1 - off) / stride + 1);
+    lo = std::min(lo, hi);
+  }
+};
+
+// How the placements are cut into work items. Large images: bands of R placement
+// rows whose columns are ~256 KB (cache resident) but at least kMinCols wide (a
+// narrower GEMM spends its time repacking the weight matrix), and at least the
+// kernel's reach, so bands two apart never touch the same image rows
+// (scatter_gemm runs even and odd bands in separate phases without locks).
+// Small images (one band each): G whole images side by side in one GEMM, so deep
+// low-resolution layers (DCGAN's 7x7, U-Net's bottleneck) still get wide products.
+inline std::size_t conv_band_bytes = 256 << 10;  // tests shrink it to run many bands on tiny shapes
+inline constexpr index_t kMinCols = 512;
+struct ConvPlan {
+  index_t R, nbands, G, ngroups;
+  bool par;
+};
+inline ConvPlan conv_plan(index_t N, const ConvGeom& g, index_t M, std::size_t elem) {
+  const index_t target = index_t(conv_band_bytes / elem), K = g.krows(), P = g.grid();
+  const index_t min_cols = conv_band_bytes >= elem * 1024 ? kMinCols : 1;  // tiny test bands stay tiny
+  const index_t reach = (index_t(g.dil) * (g.kh - 1) + g.stride - 1) / g.stride;
+  ConvPlan p;
+  const index_t want = std::max({target / std::max<index_t>(1, K * g.Wo), (min_cols + g.Wo - 1) / std::max<index_t>(1, g.Wo), reach});
+  p.R = std::clamp<index_t>(want, 1, std::max<index_t>(1, g.Ho));
+  p.nbands = (g.Ho + p.R - 1) / p.R;
+  p.par = double(N) * double(M) * double(K) * double(P) > double(1 << 18);
+  p.G = 1;
+  if (p.nbands == 1) {
+    const index_t gw = std::max(target / std::max<index_t>(1, K * P), (min_cols + P - 1) / std::max<index_t>(1, P));
+    p.G = std::clamp<index_t>(gw, 1, std::max<index_t>(1, N));
+    if (p.par) p.G = std::min(p.G, (N + conv_threads() - 1) / conv_threads());  // keep every thread busy
+  }
+  p.ngroups = (N + p.G - 1) / p.G;
+  p.par = p.par && p.ngroups * p.nbands > 1;
+  return p;
+}
+
+// cols (krows, (oh1-oh0)·Wo), row stride ld = the image patches under placement rows [oh0, oh1).
+template <class T> void im2col(const T* img, const ConvGeom& g, index_t oh0, index_t oh1, T* cols, index_t ld) {
+  const index_t s = g.stride;
+  for (index_t c = 0; c < g.C; ++c)
+    for (int ki = 0; ki < g.kh; ++ki)
+      for (int kj = 0; kj < g.kw; ++kj) {
+        T* dst = cols + ((c * g.kh + ki) * g.kw + kj) * ld;
+        const index_t xoff = index_t(kj) * g.dil - g.pad;
+        index_t lo, hi;
+        g.valid_cols(xoff, lo, hi);
+        for (index_t oh = oh0; oh < oh1; ++oh, dst += g.Wo) {
+          const index_t ih = oh * s - g.pad + index_t(ki) * g.dil;
+          if (ih < 0 || ih >= g.H || lo == hi) {
+            std::fill(dst, dst + g.Wo, T(0));
+            continue;
+          }
+          const T* src = img + (c * g.H + ih) * g.W + xoff;
+          std::fill(dst, dst + lo, T(0));
+          if (s == 1) std::copy(src + lo, src + hi, dst + lo);
+          else
+            for (index_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * s];
+          std::fill(dst + hi, dst + g.Wo, T(0));
+        }
+      }
+}
+
+// img += the adjoint of im2col for placement rows [oh0, oh1).
+template <class T> void col2im(const T* cols, index_t ld, const ConvGeom& g, index_t oh0, index_t oh1, T* img) {
+  const index_t s = g.stride;
+  for (index_t c = 0; c < g.C; ++c)
+    for (int ki = 0; ki < g.kh; ++ki)
+      for (int kj = 0; kj < g.kw; ++kj) {
+        const T* src = cols + ((c * g.kh + ki) * g.kw + kj) * ld;
+        const index_t xoff = index_t(kj) * g.dil - g.pad;
+        index_t lo, hi;
+        g.valid_cols(xoff, lo, hi);
+        for (index_t oh = oh0; oh < oh1; ++oh, src += g.Wo) {
+          const index_t ih = oh * s - g.pad + index_t(ki) * g.dil;
+          if (ih < 0 || ih >= g.H) continue;
+          T* dst = img + (c * g.H + ih) * g.W + xoff;
+          if (s == 1) {
+#pragma omp simd
+            for (index_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+          } else {
+            for (index_t ow = lo; ow < hi; ++ow) dst[ow * s] += src[ow];
+          }
+        }
+      }
+}
+
+// img = col2im(cols) + bias when the kernel tiles the image exactly (kernel == stride,
+// no padding or dilation: conv_transpose2d's 2x2 stride-2 upsampling). Every pixel
+// is written once, so the output needs no zero fill and no separate bias pass.
+template <class T, int S>  // S: the stride if known at compile time (the inner loop then vectorizes), else 0
+void col2im_tiles(const T* cols, index_t ld, const ConvGeom& g, index_t oh0, index_t oh1, const T* bias, T* img) {
+  if constexpr (S == 0)
+    if (g.stride == 2) return col2im_tiles<T, 2>(cols, ld, g, oh0, oh1, bias, img);
+  const index_t s = S ? S : g.stride;
+  for (index_t c = 0; c < g.C; ++c) {
+    const T b = bias ? bias[c] : T(0);
+    for (index_t ki = 0; ki < s; ++ki)
+      for (index_t oh = oh0; oh < oh1; ++oh) {
+        T* dst = img + (c * g.H + oh * s + ki) * g.W;
+        const T* src = cols + (c * s + ki) * s * ld + (oh - oh0) * g.Wo;
+        for (index_t ow = 0; ow < g.Wo; ++ow)
+          for (index_t kj = 0; kj < s; ++kj) dst[ow * s + kj] = src[kj * ld + ow] + b;
+      }
+  }
+}
+
+// Copy G per-image (M, P) blocks, image stride M·P, side by side into cat (M, G·P).
+template <class T> void concat_images(const T* src, index_t G, index_t M, index_t P, T* cat) {
+  for (index_t i = 0; i < G; ++i)
+    for (index_t m = 0; m < M; ++m) std::copy_n(src + (i * M + m) * P, P, cat + m * G * P + i * P);
+}
+
+// For every image n and band of placements, with cols = im2col(img_n):
+//   out_n[:, band] (= or +=) A·cols (+ bias)   when out  (A: (M, krows); out_n: (M, Ho·Wo))
+//   dA += B_n[:, band] · colsᵀ                 when dA   (B_n: (M, Ho·Wo))
+template <class T>
+void gather_gemm(index_t N, const ConvGeom& g, const T* img, index_t M, const T* A, const T* bias, T* out,
+                 bool accumulate, const T* B, T* dA) {
+  const index_t K = g.krows(), P = g.grid();
+  const ConvPlan pl = conv_plan(N, g, M, sizeof(T));
+  const bool ident = g.identity();
+  using ColVec = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+#pragma omp parallel if (pl.par)
+  {
+    const index_t width = pl.G * pl.R * g.Wo;  // widest column block of one item
+    T* cols = conv_scratch<T>(0, std::size_t(K * width));
+    T* tmp = pl.G > 1 ? conv_scratch<T>(1, std::size_t(M * width)) : nullptr;  // grouped GEMM output / B
+    T* part = nullptr;  // this thread's share of dA, summed at the end
+    if (dA) {
+      part = conv_scratch<T>(2, std::size_t(M * K));
+      std::fill(part, part + M * K, T(0));
+    }
+#pragma omp for schedule(dynamic)
+    for (index_t it = 0; it < pl.ngroups * pl.nbands; ++it) {
+      const index_t n0 = (it / pl.nbands) * pl.G, gn = std::min(pl.G, N - n0);
+      const index_t oh0 = (it % pl.nbands) * pl.R, oh1 = std::min(g.Ho, oh0 + pl.R);
+      const index_t p0 = oh0 * g.Wo, np = (oh1 - oh0) * g.Wo, ld = gn * np;
+      const T* cp = cols;
+      if (ident && gn == 1) cp = img + n0 * g.C * g.plane() + p0;
+      else
+        for (index_t i = 0; i < gn; ++i) im2col(img + (n0 + i) * g.C * g.plane(), g, oh0, oh1, cols + i * np, ld);
+      CBandView<T> Cm(cp, K, ld, Eigen::OuterStride<>(ident && gn == 1 ? P : ld));
+      if (out && gn == 1) {
+        BandView<T> Y(out + n0 * M * P + p0, M, np, Eigen::OuterStride<>(P));
+        if (accumulate) Y.noalias() += CMatView<T>(A, M, K) * Cm;
+        else Y.noalias() = CMatView<T>(A, M, K) * Cm;
+        if (bias) Y.colwise() += ColVec(bias, M);
+      } else if (out) {
+        MatView<T>(tmp, M, ld).noalias() = CMatView<T>(A, M, K) * Cm;
+        for (index_t i = 0; i < gn; ++i) {
+          MatView<T> Y(out + (n0 + i) * M * P, M, P);
+          CBandView<T> Ti(tmp + i * P, M, P, Eigen::OuterStride<>(ld));
+          if (accumulate) Y += Ti;
+          else Y = Ti;
+          if (bias) Y.colwise() += ColVec(bias, M);
+        }
+      }
+      if (dA && gn == 1) {
+        MatView<T>(part, M, K).noalias() += CBandView<T>(B + n0 * M * P + p0, M, np, Eigen::OuterStride<>(P)) * Cm.transpose();
+      } else if (dA) {
+        concat_images(B + n0 * M * P, gn, M, P, tmp);
+        MatView<T>(part, M, K).noalias() += CMatView<T>(tmp, M, ld) * Cm.transpose();
+      }
+    }
+    if (dA) {
+#pragma omp critical(marrow_conv_reduce)
+      MatView<T>(dA, M, K) += MatView<T>(part, M, K);
+    }
+  }
+}
+
+// For every image n and band: cols = Aᵀ · src_n[:, band]; img_n += col2im(cols).
+// A: (M, krows); src_n: (M, Ho·Wo). Even bands, then odd bands: bands two apart
+// write disjoint image rows (see conv_plan), so no two threads add to one pixel.
+// With `tiles` (kernel == stride tiles the image exactly) img_n = col2im(cols) + bias instead.
+template <class T>
+void scatter_gemm(index_t N, const ConvGeom& g, index_t M, const T* A, const T* src, T* img, bool tiles = false,
+                  const T* bias = nullptr) {
+  const index_t K = g.krows(), P = g.grid();
+  const ConvPlan pl = conv_plan(N, g, M, sizeof(T));
+  const index_t half = (pl.nbands + 1) / 2;
+  const bool ident = g.identity();
+#pragma omp parallel if (pl.par)
+  {
+    const index_t width = pl.G * pl.R * g.Wo;
+    T* cols = conv_scratch<T>(0, std::size_t(K * width));
+    T* tmp = pl.G > 1 ? conv_scratch<T>(1, std::size_t(M * width)) : nullptr;
+    for (index_t phase = 0; phase < 2; ++phase) {
+#pragma omp for schedule(dynamic)
+      for (index_t it = 0; it < pl.ngroups * half; ++it) {
+        const index_t n0 = (it / half) * pl.G, gn = std::min(pl.G, N - n0), b = (it % half) * 2 + phase;
+        if (b >= pl.nbands) continue;
+        const index_t oh0 = b * pl.R, oh1 = std::min(g.Ho, oh0 + pl.R), p0 = oh0 * g.Wo, np = (oh1 - oh0) * g.Wo;
+        if (gn == 1) {
+          CBandView<T> S(src + n0 * M * P + p0, M, np, Eigen::OuterStride<>(P));
+          T* im = img + n0 * g.C * g.plane();
+          if (ident) {
+            BandView<T>(im + p0, K, np, Eigen::OuterStride<>(P)).noalias() += CMatView<T>(A, M, K).transpose() * S;
+          } else {
+            MatView<T>(cols, K, np).noalias() = CMatView<T>(A, M, K).transpose() * S;
+            if (tiles) col2im_tiles<T, 0>(cols, np, g, oh0, oh1, bias, im);
+            else col2im(cols, np, g, oh0, oh1, im);
+          }
+          continue;
+        }
+        const index_t ld = gn * P;  // grouped items are whole images: np == P
+        concat_images(src + n0 * M * P, gn, M, P, tmp);
+        MatView<T>(cols, K, ld).noalias() = CMatView<T>(A, M, K).transpose() * CMatView<T>(tmp, M, ld);
+        for (index_t i = 0; i < gn; ++i) {
+          T* im = img + (n0 + i) * g.C * g.plane();
+          if (tiles) col2im_tiles<T, 0>(cols + i * P, ld, g, oh0, oh1, bias, im);
+          else col2im(cols + i * P, ld, g, oh0, oh1, im);
+        }
+      }
+    }
+  }
+}
+
+// db[c] += Σ_{n, pixels} g[n, c, pixels]; g: (N, C, P).
+template <class T> void bias_grad(const T* g, index_t N, index_t C, index_t P, T* db) {
+#pragma omp parallel for if (N * C * P >= (1 << 16))
+  for (index_t c = 0; c < C; ++c)  // one thread per channel: no two threads add to one db entry
+    for (index_t n = 0; n < N; ++n) db[c] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(g + (n * C + c) * P, P).sum();
+}
+
+inline void check_conv_params(const char* op, int stride, int padding, int dilation) {
+  MARROW_CHECK(stride >= 1, op, ": stride must be >= 1, got ", stride);
+  MARROW_CHECK(padding >= 0, op, ": padding must be >= 0, got ", padding);
+  MARROW_CHECK(dilation >= 1, op, ": dilation must be >= 1, got ", dilation);
+}
+
+}  // namespace detail
+
+// x: (N, C, H, W), weight: (O, C, kh, kw), bias: (O) or undefined -> (N, O, Ho, Wo),
+// Ho = (H + 2·padding − dilation·(kh−1) − 1) / stride + 1 (floor), likewise Wo.
+template <class T>
+Var<T> conv2d(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& bias = Var<T>(), int stride = 1,
+              int padding = 0, int dilation = 1) {
+  t.check(x, "conv2d");
+  t.check(weight, "conv2d");
+  const bool has_bias = bias.defined();
+  if (has_bias) t.check(bias, "conv2d");
+  MARROW_CHECK(x.ndim() == 4, "conv2d: input must be (N, C, H, W), got ", x.shape().str());
+  MARROW_CHECK(weight.ndim() == 4, "conv2d: weight must be (O, C, kh, kw), got ", weight.shape().str());
+  detail::check_conv_params("conv2d", stride, padding, dilation);
+  const index_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const index_t O = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
+  MARROW_CHECK(weight.dim(1) == C, "conv2d: input ", x.shape().str(), " has ", C, " channels, weight ",
+               weight.shape().str(), " expects ", weight.dim(1));
+  if (has_bias)
+    MARROW_CHECK(bias.ndim() == 1 && bias.dim(0) == O, "conv2d: bias ", bias.shape().str(), " for weight ",
+                 weight.shape().str(), " (expected (", O, ",))");
+  const index_t ekh = dilation * (kh - 1) + 1, ekw = dilation * (kw - 1) + 1;  // dilated extent
+  MARROW_CHECK(H + 2 * padding >= ekh && W + 2 * padding >= ekw, "conv2d: input ", x.shape().str(), " with padding ",
+               padding, " is smaller than the kernel (", ekh, "x", ekw, " with dilation ", dilation, ")");
+  const detail::ConvGeom g{C, H, W, (H + 2 * padding - ekh) / stride + 1, (W + 2 * padding - ekw) / stride + 1,
+                           int(kh), int(kw), stride, padding, dilation};
+  Tensor<T> out = Tensor<T>::uninitialized({N, O, g.Ho, g.Wo});
+  detail::gather_gemm<T>(N, g, x.value().data(), O, weight.value().data(), has_bias ? bias.value().data() : nullptr,
+                         out.data(), false, nullptr, nullptr);
+  Var<T> res = has_bias ? t.push(std::move(out), x, weight, bias) : t.push(std::move(out), x, weight);
+  t.on_backward(res, [x, weight, bias, res, g, N, O, has_bias] {
+    const T* dy = res.grad().data();
+    if (weight.requires_grad())  // dW += dY · im2col(x)ᵀ
+      detail::gather_gemm<T>(N, g, x.value().data(), O, nullptr, nullptr, nullptr, false, dy, weight.grad().data());
+    if (x.requires_grad())  // dx += col2im(Wᵀ · dY)
+      detail::scatter_gemm<T>(N, g, O, weight.value().data(), dy, x.grad().data());
+    if (has_bias && bias.requires_grad()) detail::bias_grad(dy, N, O, g.grid(), bias.grad().data());
+  });
+  return res;
+}
+
+// The adjoint of conv2d (a.k.a. "deconvolution"), PyTorch's conv_transpose2d.
+// x: (N, Cin, H, W), weight: (Cin, Cout, kh, kw), bias: (Cout) or undefined -> (N, Cout, Ho, Wo),
+// Ho = (H−1)·stride − 2·padding + dilation·(kh−1) + output_padding + 1, likewise Wo.
+template <class T>
+Var<T> conv_transpose2d(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& bias = Var<T>(),
+                        int stride = 1, int padding = 0, int output_padding = 0, int dilation = 1) {
+  t.check(x, "conv_transpose2d");
+  t.check(weight, "conv_transpose2d");
+  const bool has_bias = bias.defined();
+  if (has_bias) t.check(bias, "conv_transpose2d");
+  MARROW_CHECK(x.ndim() == 4, "conv_transpose2d: input must be (N, Cin, H, W), got ", x.shape().str());
+  MARROW_CHECK(weight.ndim() == 4, "conv_transpose2d: weight must be (Cin, Cout, kh, kw), got ", weight.shape().str());
+  detail::check_conv_params("conv_transpose2d", stride, padding, dilation);
+  MARROW_CHECK(output_padding >= 0 && (output_padding < stride || output_padding < dilation),
+               "conv_transpose2d: output_padding ", output_padding, " must be smaller than stride ", stride,
+               " or dilation ", dilation);
+  const index_t N = x.dim(0), Cin = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const index_t Cout = weight.dim(1), kh = weight.dim(2), kw = weight.dim(3);
+  MARROW_CHECK(weight.dim(0) == Cin, "conv_transpose2d: input ", x.shape().str(), " has ", Cin, " channels, weight ",
+               weight.shape().str(), " expects ", weight.dim(0));
+  if (has_bias)
+    MARROW_CHECK(bias.ndim() == 1 && bias.dim(0) == Cout, "conv_transpose2d: bias ", bias.shape().str(),
+                 " for weight ", weight.shape().str(), " (expected (", Cout, ",))");
+  const index_t Ho = (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1;
+  const index_t Wo = (W - 1) * stride - 2 * padding + dilation * (kw - 1) + output_padding + 1;
+  MARROW_CHECK(H >= 1 && W >= 1 && Ho >= 1 && Wo >= 1, "conv_transpose2d: input ", x.shape().str(), " with padding ",
+               padding, " gives an empty output (", Ho, "x", Wo, ")");
+  // The conv2d this op is the adjoint of: its image is our output, its placements our input pixels.
+  const detail::ConvGeom g{Cout, Ho, Wo, H, W, int(kh), int(kw), stride, padding, dilation};
+  const bool tiles = kh == stride && kw == stride && padding == 0 && dilation == 1 && output_padding == 0 && !g.identity();
+  Tensor<T> out = tiles ? Tensor<T>::uninitialized({N, Cout, Ho, Wo}) : Tensor<T>(Shape{N, Cout, Ho, Wo});
+  const T* b = has_bias ? bias.value().data() : nullptr;
+  detail::scatter_gemm<T>(N, g, Cin, weight.value().data(), x.value().data(), out.data(), tiles, b);
+  if (has_bias && !tiles) {
+    T* po = out.data();
+    const index_t P = Ho * Wo;
+#pragma omp parallel for if (N * Cout * P >= (1 << 16))
+    for (index_t nc = 0; nc < N * Cout; ++nc)
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(po + nc * P, P) += b[nc % Cout];
+  }
+  Var<T> res = has_bias ? t.push(std::move(out), x, weight, bias) : t.push(std::move(out), x, weight);
+  t.on_backward(res, [x, weight, bias, res, g, N, Cin, Cout, has_bias] {
+    const T* dy = res.grad().data();
+    const bool dx = x.requires_grad(), dw = weight.requires_grad();
+    if (dx || dw)  // dx += W · im2col(dY);  dW += x · im2col(dY)ᵀ  (one column pass for both)
+      detail::gather_gemm<T>(N, g, dy, Cin, weight.value().data(), nullptr, dx ? x.grad().data() : nullptr, true,
+                             x.value().data(), dw ? weight.grad().data() : nullptr);
+    if (has_bias && bias.requires_grad()) detail::bias_grad(dy, N, Cout, g.plane(), bias.grad().data());
+  });
+  return res;
+}
+
+}  // namespace marrow
+
+/* Backward rules (dY = upstream gradient; cols = im2col of the conv's image side):
+   conv2d            dx += col2im(Wᵀ·dY)        dW += dY·im2col(x)ᵀ        db += Σ_{n,h,w} dY
+   conv_transpose2d  dx += W·im2col(dY)         dW += x·im2col(dY)ᵀ        db += Σ_{n,h,w} dY
+   (conv_transpose2d's forward is col2im(Wᵀ·x): the conv2d dx rule applied to x.)
+*/

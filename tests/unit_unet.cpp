@@ -1,0 +1,326 @@
+#include "testing.hpp"
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include <models/segmentation_metrics.hpp>
+#include <models/unet.hpp>
+#include <models/unet_weights.hpp>
+
+using namespace marrow;
+using namespace marrow::unet;
+using marrow::testing::project;
+
+namespace {
+Config tiny(Padding pad, bool bn) {
+  Config c;
+  c.width = 2;
+  c.depth = 2;
+  c.padding = pad;
+  c.batch_norm = bn;
+  c.dropout = 0;  // gradcheck needs the same function on every evaluation
+  return c;
+}
+// Losses here are sums over thousands of pixels: central differences carry ~1e-9 of
+// rounding, so entries with gradients below the 1e-3 floor are compared absolutely.
+const GradcheckOptions kGrad{.h = 1e-6, .samples_per_tensor = 12, .floor = 1e-3};
+Tensor<std::int32_t> ints(const Shape& s, std::vector<std::int32_t> v) { return Tensor<std::int32_t>(s, v); }
+}  // namespace
+
+// ---- model ------------------------------------------------------------------------------
+
+TEST_CASE("unet: sizes follow the config") {
+  Config same;
+  CHECK(same.output_size(256) == 256);
+  CHECK(same.output_size(250) == -1);  // not a multiple of 2^4
+  CHECK(same.fit_input(250) == 256);
+  Config paper;
+  paper.padding = Padding::Valid;
+  CHECK(paper.output_size(572) == 388);  // the paper's Fig. 1
+  CHECK(paper.output_size(570) == -1);
+  CHECK(paper.fit_input(565) == 572);
+  CHECK(paper.input_for_output(388) == 572);
+  Config v = tiny(Padding::Valid, true);
+  CHECK(v.output_size(44) == 4);  // 44 -40-> 4 at depth 2
+  Rng rng(1);
+  UNet<double> net(v, rng);
+  Tape<double> t;
+  Var<double> y = net(t, t.input(randn<double>({2, 1, 44, 48}, rng)));
+  CHECK(y.shape() == Shape{2, 2, 4, 8});
+  UNet<double> s(tiny(Padding::Same, true), rng);
+  CHECK(s(t, t.input(randn<double>({1, 1, 16, 24}, rng))).shape() == Shape{1, 2, 16, 24});
+}
+
+TEST_CASE("unet: bad inputs and configs name the problem") {
+  Rng rng(1);
+  UNet<double> net(tiny(Padding::Same, true), rng);
+  Tape<double> t;
+  CHECK_THROWS_WITH(net(t, t.input(Tensor<double>(Shape{1, 1, 30, 32}))),
+                    doctest::Contains("side of 30, not a valid size for depth 2 with same padding (next valid: 32)"));
+  CHECK_THROWS_WITH(net(t, t.input(Tensor<double>(Shape{1, 3, 32, 32}))), doctest::Contains("must be (N, 1, H, W)"));
+  Config bad;
+  bad.depth = 0;
+  CHECK_THROWS_WITH(UNet<double>(bad, rng), doctest::Contains("depth in [1, 8]"));
+}
+
+TEST_CASE("unet: parameter counts match the PyTorch peer (unet_peer.py)") {
+  Rng rng(0);
+  Config peer;  // width 16, depth 4, BatchNorm, bias-free convs: unet_peer.py's model
+  peer.dropout = 0;
+  UNet<float> a(peer, rng);
+  CHECK(count_parameters<float>(a) == 1942306);  // sum(p.numel()) of UNet() in unet_peer.py
+  Config small = tiny(Padding::Same, true);
+  UNet<float> b(small, rng);
+  CHECK(count_parameters<float>(b) == 1926);  // UNet(base=2, depth=2) in unet_peer.py
+  CHECK(parameters<float>(b).size() == 36);  // 10 convs + 10 norms × (weight, bias) + 2 up-convs × 2 + head × 2
+}
+
+TEST_CASE("unet: parameter gradients, same padding with BatchNorm (depth 2, width 2, 16x16)") {
+  Rng rng(2);
+  UNet<double> net(tiny(Padding::Same, true), rng);
+  const Tensor<double> x = randn<double>({2, 1, 16, 16}, rng);
+  const auto params = parameters<double>(net);
+  CHECK(params.size() == 36);  // every conv, norm, up-conv and the head
+  auto r = gradcheck(params, [&](Tape<double>& t) { return project(t, net(t, t.input(x))); },
+                     kGrad);
+  CHECK(r.checked >= int(params.size()));
+  MARROW_CHECK_GRAD(r, 1e-6);
+}
+
+TEST_CASE("unet: parameter gradients, valid padding with conv biases (the paper's network, tiny)") {
+  Rng rng(3);
+  UNet<double> net(tiny(Padding::Valid, false), rng);
+  const Tensor<double> x = randn<double>({1, 1, 44, 44}, rng);
+  const auto params = parameters<double>(net);
+  CHECK(params.size() == 26);  // 10 3×3 convs, 2 up-convs and the head, each with a bias
+  auto r = gradcheck(params, [&](Tape<double>& t) { return project(t, net(t, t.input(x))); },
+                     kGrad);
+  MARROW_CHECK_GRAD(r, 1e-6);
+}
+
+TEST_CASE("unet: loss gradients, weighted cross-entropy + Dice") {
+  Rng rng(4);
+  UNet<double> net(tiny(Padding::Same, true), rng);
+  const Tensor<double> x = randn<double>({2, 1, 16, 16}, rng);
+  Tensor<std::int32_t> target = Tensor<std::int32_t>::uninitialized(Shape{2, 16, 16});
+  for (auto& v : target) v = std::int32_t(rng.below(2));
+  const Tensor<double> w = uniform<double>({2, 16, 16}, rng, 0.5, 3.0);
+  const LossOptions opt{.cross_entropy = true, .weight_map = true, .dice = true, .dice_weight = 0.7};
+  {
+    Tape<double> t;
+    auto parts = segmentation_loss(t, net(t, t.input(x)), target, &w, opt);
+    CHECK(parts.total.item() == doctest::Approx(parts.ce + 0.7 * parts.dice));
+  }
+  auto r = gradcheck(parameters<double>(net),
+                     [&](Tape<double>& t) { return segmentation_loss(t, net(t, t.input(x)), target, &w, opt).total; },
+                     {.h = 1e-6, .samples_per_tensor = 6, .floor = 1e-3});
+  MARROW_CHECK_GRAD(r, 1e-6);
+  Tape<double> t;
+  CHECK_THROWS_WITH(segmentation_loss(t, net(t, t.input(x)), target, nullptr, opt),
+                    doctest::Contains("weight_map set but no weights"));
+}
+
+// ---- overlap-tile ------------------------------------------------------------------------
+
+TEST_CASE("unet: overlap-tile with valid convs equals one pass over the mirrored image (no seams)") {
+  Rng rng(5);
+  UNet<double> net(tiny(Padding::Valid, true), rng);
+  for (auto& [name, buf] : buffers<double>(net))  // non-trivial running statistics
+    for (auto& v : *buf) v = name.find("var") != std::string::npos ? rng.uniform(0.5, 2.0) : rng.normal();
+  const index_t H = 37, W = 50;
+  const Tensor<double> img = randn<double>({1, H, W}, rng);
+  const TilePlan p = plan_tiles(net.cfg, {.tile = 52});
+  CHECK(p.out == 12);
+  CHECK(p.keep == 12);
+  CHECK(p.margin == 20);
+  const Tensor<double> tiled = predict_overlap_tile(net, img, {.tile = 52, .batch = 3});
+  REQUIRE(tiled.shape() == Shape{2, H, W});
+  // One window covering all tiles: rows −20 .. 67, columns −20 .. 79 (outputs 48 x 60).
+  Tensor<double> big = Tensor<double>::uninitialized({1, 1, 88, 100});
+  for (index_t i = 0; i < 88; ++i)
+    for (index_t j = 0; j < 100; ++j)
+      big[i * 100 + j] = img[tile_detail::reflect(i - 20, H) * W + tile_detail::reflect(j - 20, W)];
+  set_training<double>(net, false);
+  Tape<double> t;
+  Var<double> pr = softmax(t, net(t, t.input(big)), 1);
+  REQUIRE(pr.shape() == Shape{1, 2, 48, 60});
+  double worst = 0;
+  for (index_t k = 0; k < 2; ++k)
+    for (index_t i = 0; i < H; ++i)
+      for (index_t j = 0; j < W; ++j)
+        worst = std::max(worst, std::abs(tiled[(k * H + i) * W + j] - pr.value()[(k * 48 + i) * 60 + j]));
+  CHECK(worst < 1e-12);
+}
+
+TEST_CASE("unet: overlap-tile with same padding covers any image size") {
+  Rng rng(6);
+  UNet<double> net(tiny(Padding::Same, true), rng);
+  CHECK(net.training);
+  const Tensor<double> img = uniform<double>({1, 10, 29}, rng);
+  const Tensor<double> pr = predict_overlap_tile(net, img, {.tile = 16, .margin = 4});
+  REQUIRE(pr.shape() == Shape{2, 10, 29});
+  for (index_t i = 0; i < 10 * 29; ++i) CHECK(pr[i] + pr[290 + i] == doctest::Approx(1.0));
+  CHECK(net.training);  // mode restored
+  CHECK_THROWS_WITH(predict_overlap_tile(net, img, {.tile = 18}), doctest::Contains("tile 18 is not a valid input"));
+  CHECK_THROWS_WITH(predict_overlap_tile(net, img, {.tile = 16, .margin = 8}), doctest::Contains("leaves nothing"));
+}
+
+// ---- augmentation ------------------------------------------------------------------------
+
+TEST_CASE("unet: training tiles keep labels, weights and image in register") {
+  Rng rng(7);
+  // Image = 0.25 + 0.5·class and weights = 1 + class: whatever the geometry does,
+  // label and weight planes must agree pixel by pixel, and labels stay 0/1.
+  const index_t H = 40, W = 48;
+  Tensor<std::int32_t> cls = Tensor<std::int32_t>::uninitialized(Shape{H, W});
+  for (index_t i = 0; i < H; ++i)
+    for (index_t j = 0; j < W; ++j) cls[i * W + j] = (i / 8 + j / 8) % 2;
+  Tensor<float> img = Tensor<float>::uninitialized(Shape{1, H, W}), w = Tensor<float>::uninitialized(Shape{H, W});
+  for (index_t i = 0; i < H * W; ++i) img[i] = 0.25f + 0.5f * float(cls[i]), w[i] = 1.0f + float(cls[i]);
+  for (bool elastic : {false, true}) {
+    AugmentOptions o{.elastic = elastic, .brightness = 0, .contrast = 0};
+    const TrainTile<float> tt = make_train_tile(img, cls, &w, 32, 24, o, rng);
+    REQUIRE(tt.image.shape() == Shape{1, 32, 32});
+    REQUIRE(tt.target.shape() == Shape{24, 24});
+    int ones = 0, agree = 0;
+    for (index_t i = 0; i < 24 * 24; ++i) {
+      CHECK((tt.target[i] == 0 || tt.target[i] == 1));
+      CHECK(tt.weights[i] == doctest::Approx(1.0 + tt.target[i]));
+      ones += tt.target[i];
+      const float v = tt.image[(4 + i / 24) * 32 + 4 + i % 24];  // the label's pixel in the image tile
+      agree += std::abs(v - (0.25f + 0.5f * float(tt.target[i]))) < 0.2f;
+    }
+    CHECK(ones > 0);
+    CHECK(ones < 24 * 24);
+    CHECK(agree > (elastic ? 0.9 : 0.999) * 24 * 24);  // bilinear edges vs nearest labels differ on a few pixels
+  }
+  CHECK_THROWS_WITH(make_train_tile(img, cls, &w, 32, 23, AugmentOptions{}, rng), doctest::Contains("centred"));
+}
+
+// ---- connected components, distance transform, weight map ---------------------------
+
+TEST_CASE("unet: connected components, 4- and 8-connectivity") {
+  const auto img = ints({4, 4}, {1, 1, 0, 1,  //
+                                 0, 1, 0, 1,  //
+                                 1, 0, 0, 0,  //
+                                 1, 0, 1, 1});
+  Components c4 = connected_components(img);
+  CHECK(c4.count == 4);
+  CHECK(c4.labels.data()[0] == 1);
+  std::vector<std::int32_t> want4{1, 1, 0, 2, 0, 1, 0, 2, 3, 0, 0, 0, 3, 0, 4, 4};
+  CHECK(std::vector<std::int32_t>(c4.labels.begin(), c4.labels.end()) == want4);
+  Components c8 = connected_components(img, Connectivity::Eight);
+  CHECK(c8.count == 3);
+  std::vector<std::int32_t> want8{1, 1, 0, 2, 0, 1, 0, 2, 1, 0, 0, 0, 1, 0, 3, 3};
+  CHECK(std::vector<std::int32_t>(c8.labels.begin(), c8.labels.end()) == want8);
+  // A U shape: two provisional labels meet at the bottom and must merge.
+  Components u = connected_components(ints({3, 3}, {1, 0, 1, 1, 0, 1, 1, 1, 1}));
+  CHECK(u.count == 1);
+  CHECK(u.labels[2] == 1);
+  CHECK_THROWS_WITH(connected_components(Tensor<std::int32_t>(Shape{2, 2, 2})), doctest::Contains("(H, W) image"));
+}
+
+TEST_CASE("unet: distance transform is exact (brute force)") {
+  Rng rng(8);
+  const index_t H = 13, W = 17;
+  Tensor<std::int32_t> f(Shape{H, W});
+  for (int k = 0; k < 6; ++k) f[index_t(rng.below(std::uint64_t(H * W)))] = 1;
+  const Tensor<double> d = distance_transform(f);
+  for (index_t i = 0; i < H * W; ++i) {
+    double best = 1e300;
+    for (index_t j = 0; j < H * W; ++j)
+      if (f[j]) best = std::min(best, std::hypot(double(i / W - j / W), double(i % W - j % W)));
+    CHECK(d[i] == doctest::Approx(best).epsilon(1e-12));
+  }
+  const Tensor<double> none = distance_transform(Tensor<std::int32_t>(Shape{3, 4}));
+  CHECK(std::isinf(none[5]));
+}
+
+TEST_CASE("unet: weight map by hand (two cells across a 2-pixel membrane)") {
+  // 1 x 9: cells at x 0..2 and 5..8, membrane at 3, 4.
+  const auto cls = ints({1, 9}, {1, 1, 1, 0, 0, 1, 1, 1, 1});
+  const Tensor<double> w = unet_weight_map<double>(cls);
+  const double wc0 = 9.0 / (2 * 2), wc1 = 9.0 / (2 * 7), border = 10 * std::exp(-9.0 / 50.0);  // d1 + d2 = 1 + 2
+  CHECK(w[3] == doctest::Approx(wc0 + border));
+  CHECK(w[4] == doctest::Approx(wc0 + border));
+  CHECK(w[0] == doctest::Approx(wc1));
+  const Tensor<double> all = unet_weight_map<double>(cls, {.border_only = false});
+  CHECK(all[0] == doctest::Approx(wc1 + 10 * std::exp(-25.0 / 50.0)));  // d1 = 0, d2 = 5
+  const Tensor<double> one = unet_weight_map<double>(ints({1, 4}, {1, 1, 0, 0}), {.balance = false});
+  CHECK(one[3] == doctest::Approx(1.0));  // one cell: no second distance, no border term
+  CHECK_THROWS_WITH(unet_weight_map<double>(ints({1, 2}, {1, 2})), doctest::Contains("class 2 at pixel (0, 1)"));
+}
+
+// ---- metrics -------------------------------------------------------------------------------
+
+TEST_CASE("unet: pixel, membrane and Rand/information scores by hand") {
+  // One true cell (pixels 0..3) and a membrane pixel; the prediction cuts the cell at pixel 2.
+  const auto truth = ints({1, 5}, {1, 1, 1, 1, 0});
+  const Tensor<double> prob(Shape{1, 5}, {0.9, 0.9, 0.1, 0.9, 0.9});
+  const SegmentationScores s = segmentation_scores(prob, truth);
+  CHECK(s.pixel_error == doctest::Approx(0.4));
+  CHECK(s.iou_membrane == doctest::Approx(0.0));
+  CHECK(s.dice_membrane == doctest::Approx(0.0));
+  // counted pixels 0..3: (cell, seg 1) = 2, (cell, seg 2) = 1, one singleton. Σp² = 6, Σt² = 16, Σs² = 6.
+  CHECK(s.rand_info.v_rand_split == doctest::Approx(6.0 / 16));
+  CHECK(s.rand_info.v_rand_merge == doctest::Approx(1.0));
+  CHECK(s.rand_info.v_rand == doctest::Approx(12.0 / 22));
+  CHECK(s.rand_info.v_info_split == doctest::Approx(0.0));  // H(T) = 0: no information shared
+  CHECK(s.rand_info.v_info_merge == doctest::Approx(1.0));
+  CHECK(s.rand_info.v_info == doctest::Approx(0.0));
+  const SegmentationScores perfect = segmentation_scores(Tensor<double>(Shape{1, 5}, {1, 1, 0, 1, 0}),
+                                                         ints({1, 5}, {1, 1, 0, 1, 0}));
+  CHECK(perfect.pixel_error == 0);
+  CHECK(perfect.iou_membrane == doctest::Approx(1.0));
+  CHECK(perfect.rand_info.v_rand == doctest::Approx(1.0));
+  CHECK(perfect.rand_info.v_info == doctest::Approx(1.0));
+  CHECK_THROWS_WITH(segmentation_scores(prob, ints({1, 4}, {1, 1, 1, 1})), doctest::Contains("must be the same (H, W)"));
+}
+
+TEST_CASE("unet: Rand and information scores match pair counting and entropies (brute force)") {
+  Rng rng(9);
+  for (int trial = 0; trial < 5; ++trial) {
+    const index_t N = 42;
+    Tensor<std::int32_t> pred = Tensor<std::int32_t>::uninitialized(Shape{6, 7}), truth = pred.clone();
+    for (index_t i = 0; i < N; ++i) pred[i] = std::int32_t(rng.below(4)), truth[i] = std::int32_t(rng.below(4));
+    const RandInfoScores r = rand_info_scores(pred, truth);
+    std::vector<index_t> idx;
+    std::vector<std::int32_t> s, t;  // predicted boundary pixels become unique singleton labels
+    for (index_t i = 0; i < N; ++i)
+      if (truth[i] != 0) idx.push_back(i), s.push_back(pred[i] ? pred[i] : std::int32_t(-1 - i)), t.push_back(truth[i]);
+    double both = 0, same_t = 0, same_s = 0;
+    for (std::size_t a = 0; a < idx.size(); ++a)
+      for (std::size_t b = 0; b < idx.size(); ++b) {
+        both += s[a] == s[b] && t[a] == t[b];
+        same_t += t[a] == t[b];
+        same_s += s[a] == s[b];
+      }
+    CHECK(r.v_rand_split == doctest::Approx(both / same_t));
+    CHECK(r.v_rand_merge == doctest::Approx(both / same_s));
+    auto entropy = [&](auto key) {
+      std::map<decltype(key(0)), double> c;
+      for (std::size_t a = 0; a < idx.size(); ++a) c[key(a)] += 1;
+      double h = 0, n = double(idx.size());
+      for (auto& [k, v] : c) h -= v / n * std::log(v / n);
+      return h;
+    };
+    const double hs = entropy([&](std::size_t a) { return s[a]; }), ht = entropy([&](std::size_t a) { return t[a]; });
+    const double hj = entropy([&](std::size_t a) { return std::pair{s[a], t[a]}; }), mi = hs + ht - hj;
+    CHECK(r.v_info_split == doctest::Approx(mi / hs));
+    CHECK(r.v_info_merge == doctest::Approx(mi / ht));
+    CHECK(r.v_info == doctest::Approx(2 * mi / (hs + ht)));
+  }
+}
+
+TEST_CASE("unet: a merge of two cells lowers the merge score only") {
+  // Two true cells separated by a membrane column; the prediction misses the membrane.
+  const auto truth = ints({2, 5}, {1, 1, 0, 1, 1, 1, 1, 0, 1, 1});
+  const Tensor<double> prob(Shape{2, 5}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1});
+  const SegmentationScores s = segmentation_scores(prob, truth);
+  CHECK(s.rand_info.v_rand_split == doctest::Approx(1.0));
+  CHECK(s.rand_info.v_rand_merge == doctest::Approx(32.0 / 64));  // Σp² = 2·16, Σs² = 8²
+  CHECK(s.rand_info.v_info_split == doctest::Approx(1.0));  // one predicted segment: H(S) = 0, nothing split
+  CHECK(s.rand_info.v_info_merge == doctest::Approx(0.0));
+  CHECK(s.pixel_error == doctest::Approx(0.2));
+}
