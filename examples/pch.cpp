@@ -1,0 +1,1 @@
+// Anchor for the examples' shared precompiled header (see CMakeLists.txt).
