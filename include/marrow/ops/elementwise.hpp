@@ -100,6 +100,34 @@ Var<T> unary_op(Tape<T>& t, const Arg<T>& x, Fwd fwd, Deriv deriv) {
   return res;
 }
 
+// Like unary_op, but the forward is an Eigen array expression (vectorized exp,
+// tanh, log, logistic: libm's scalar calls were ~40% of a small MLP's step).
+template <class T, class FwdArr, class Deriv>
+Var<T> unary_op_arr(Tape<T>& t, const Var<T>& x, FwdArr fwd, Deriv deriv) {
+  t.check(x, "elementwise op");
+  Tensor<T> out = Tensor<T>::uninitialized(x.shape());
+  const index_t n = x.numel();
+  using Map = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+  using CMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+  constexpr index_t kChunk = 1 << 14;
+#pragma omp parallel for if (n >= kParallelMin)
+  for (index_t c = 0; c < n; c += kChunk) {
+    const index_t len = std::min(kChunk, n - c);
+    Map(out.data() + c, len) = fwd(CMap(x.value().data() + c, len));
+  }
+  Var<T> res = t.push(std::move(out), x);
+  t.on_backward(res, [x, res, deriv] {
+    const T* g = res.grad().data();
+    const T* px = x.value().data();
+    const T* py = res.value().data();
+    T* dx = x.grad().data();
+    const index_t n = x.numel();
+#pragma omp parallel for simd if (n >= kParallelMin)
+    for (index_t i = 0; i < n; ++i) dx[i] += deriv(px[i], py[i]) * g[i];
+  });
+  return res;
+}
+
 template <class T> struct Pair {
   T a, b;
 };
@@ -166,10 +194,10 @@ template <class T> Var<T> neg(Tape<T>& t, const Arg<T>& x) {
   return detail::unary_op(t, x, [](T v) { return -v; }, [](T, T) { return T(-1); });
 }
 template <class T> Var<T> exp(Tape<T>& t, const Arg<T>& x) {
-  return detail::unary_op(t, x, [](T v) { return std::exp(v); }, [](T, T y) { return y; });
+  return detail::unary_op_arr(t, x, [](const auto& v) { return v.exp(); }, [](T, T y) { return y; });
 }
 template <class T> Var<T> log(Tape<T>& t, const Arg<T>& x) {
-  return detail::unary_op(t, x, [](T v) { return std::log(v); }, [](T v, T) { return T(1) / v; });
+  return detail::unary_op_arr(t, x, [](const auto& v) { return v.log(); }, [](T v, T) { return T(1) / v; });
 }
 template <class T> Var<T> sqrt(Tape<T>& t, const Arg<T>& x) {
   return detail::unary_op(t, x, [](T v) { return std::sqrt(v); }, [](T, T y) { return T(0.5) / y; });
@@ -198,11 +226,11 @@ template <class T> Var<T> elu(Tape<T>& t, const Arg<T>& x, T alpha = T(1)) {
                           [alpha](T v, T y) { return v > T(0) ? T(1) : y + alpha; });
 }
 template <class T> Var<T> sigmoid(Tape<T>& t, const Arg<T>& x) {
-  return detail::unary_op(t, x, [](T v) { return T(1) / (T(1) + std::exp(-v)); },
-                          [](T, T y) { return y * (T(1) - y); });
+  return detail::unary_op_arr(t, x, [](const auto& v) { return v.logistic(); },
+                              [](T, T y) { return y * (T(1) - y); });
 }
 template <class T> Var<T> tanh(Tape<T>& t, const Arg<T>& x) {
-  return detail::unary_op(t, x, [](T v) { return std::tanh(v); }, [](T, T y) { return T(1) - y * y; });
+  return detail::unary_op_arr(t, x, [](const auto& v) { return v.tanh(); }, [](T, T y) { return T(1) - y * y; });
 }
 // softplus(x) = log(1 + e^x), computed without overflow for large |x|.
 template <class T> Var<T> softplus(Tape<T>& t, const Arg<T>& x) {
@@ -213,21 +241,38 @@ template <class T> Var<T> softplus(Tape<T>& t, const Arg<T>& x) {
 enum class GeluForm { Erf, Tanh };
 // GELU: x·Φ(x) exactly (erf form) or with the tanh approximation (GPT-2's).
 template <class T> Var<T> gelu(Tape<T>& t, const Arg<T>& x, GeluForm form = GeluForm::Tanh) {
-  constexpr T kSqrt2OverPi = T(0.7978845608028654), kC = T(0.044715), kInvSqrt2 = T(0.7071067811865476),
+  static constexpr T kSqrt2OverPi = T(0.7978845608028654), kC = T(0.044715), kInvSqrt2 = T(0.7071067811865476),
               kInvSqrt2Pi = T(0.3989422804014327);
   if (form == GeluForm::Erf)
     return detail::unary_op(t, x, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * kInvSqrt2)); },
                             [](T v, T) {
                               return T(0.5) * (T(1) + std::erf(v * kInvSqrt2)) + v * kInvSqrt2Pi * std::exp(T(-0.5) * v * v);
                             });
-  return detail::unary_op(t, x,
-                          [](T v) { return T(0.5) * v * (T(1) + std::tanh(kSqrt2OverPi * (v + kC * v * v * v))); },
-                          [](T v, T) {
-                            const T u = kSqrt2OverPi * (v + kC * v * v * v);
-                            const T th = std::tanh(u);
-                            const T du = kSqrt2OverPi * (T(1) + T(3) * kC * v * v);
-                            return T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th * th) * du;
-                          });
+  // Tanh form: both passes vectorized through Eigen's tanh; backward recomputes th.
+  t.check(x, "gelu");
+  Tensor<T> out = Tensor<T>::uninitialized(x.shape());
+  const index_t n = x.numel();
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  static constexpr index_t kChunk = 1 << 12;
+#pragma omp parallel for if (n >= detail::kParallelMin)
+  for (index_t c = 0; c < n; c += kChunk) {
+    const index_t len = std::min(kChunk, n - c);
+    Eigen::Map<const Arr> v(x.value().data() + c, len);
+    Eigen::Map<Arr>(out.data() + c, len) = T(0.5) * v * (T(1) + (kSqrt2OverPi * (v + kC * v.cube())).tanh());
+  }
+  Var<T> res = t.push(std::move(out), x);
+  t.on_backward(res, [x, res] {
+    const index_t n = x.numel();
+#pragma omp parallel for if (n >= detail::kParallelMin)
+    for (index_t c = 0; c < n; c += kChunk) {
+      const index_t len = std::min(kChunk, n - c);
+      Eigen::Map<const Arr> v(x.value().data() + c, len), g(res.grad().data() + c, len);
+      const Arr th = (kSqrt2OverPi * (v + kC * v.cube())).tanh();
+      const Arr du = kSqrt2OverPi * (T(1) + T(3) * kC * v.square());
+      Eigen::Map<Arr>(x.grad().data() + c, len) += g * (T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th.square()) * du);
+    }
+  });
+  return res;
 }
 
 }  // namespace marrow
