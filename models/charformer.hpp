@@ -8,7 +8,6 @@
 // Parameter names are nanoGPT's ("transformer.h.0.attn.c_attn.weight"), so a
 // checkpoint maps one to one onto its state_dict (lm_head is tied to wte).
 #include <Eigen/Core>
-#include <unsupported/Eigen/SpecialFunctions>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

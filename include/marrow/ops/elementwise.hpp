@@ -4,6 +4,9 @@
 // Shapes: any; binary ops broadcast their two inputs to a common shape.
 #include <cmath>
 
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>  // vectorized erf for GELU
+
 #include "../tape.hpp"
 #include "broadcast.hpp"
 
@@ -77,16 +80,8 @@ Var<T> binary_op(Tape<T>& t, const char* name, const Arg<T>& a, const Arg<T>& b,
   return res;
 }
 
-// out = f(x); backward: dx += df(x, y) * g.
-template <class T, class Fwd, class Deriv>
-Var<T> unary_op(Tape<T>& t, const Arg<T>& x, Fwd fwd, Deriv deriv) {
-  t.check(x, "elementwise op");
-  Tensor<T> out = Tensor<T>::uninitialized(x.shape());
-  const T* px = x.value().data();
-  T* po = out.data();
-  const index_t n = x.numel();
-#pragma omp parallel for simd if (n >= kParallelMin)
-  for (index_t i = 0; i < n; ++i) po[i] = fwd(px[i]);
+// Record y = f(x) (already computed into `out`) with backward dx += df(x, y) * g.
+template <class T, class Deriv> Var<T> push_unary(Tape<T>& t, const Var<T>& x, Tensor<T> out, Deriv deriv) {
   Var<T> res = t.push(std::move(out), x);
   t.on_backward(res, [x, res, deriv] {
     const T* g = res.grad().data();
@@ -100,10 +95,23 @@ Var<T> unary_op(Tape<T>& t, const Arg<T>& x, Fwd fwd, Deriv deriv) {
   return res;
 }
 
-// Like unary_op, but the forward is an Eigen array expression (vectorized exp,
-// tanh, log, logistic: libm's scalar calls were ~40% of a small MLP's step).
+// out = f(x) elementwise, f a scalar function.
+template <class T, class Fwd, class Deriv>
+Var<T> unary_op(Tape<T>& t, const Arg<T>& x, Fwd fwd, Deriv deriv) {
+  t.check(x, "elementwise op");
+  Tensor<T> out = Tensor<T>::uninitialized(x.shape());
+  const T* px = x.value().data();
+  T* po = out.data();
+  const index_t n = x.numel();
+#pragma omp parallel for simd if (n >= kParallelMin)
+  for (index_t i = 0; i < n; ++i) po[i] = fwd(px[i]);
+  return push_unary(t, x, std::move(out), deriv);
+}
+
+// out = f(x) with f an Eigen array expression (vectorized exp, tanh, log,
+// logistic: libm's scalar calls were ~40% of a small MLP's step).
 template <class T, class FwdArr, class Deriv>
-Var<T> unary_op_arr(Tape<T>& t, const Var<T>& x, FwdArr fwd, Deriv deriv) {
+Var<T> unary_op_arr(Tape<T>& t, const Arg<T>& x, FwdArr fwd, Deriv deriv) {
   t.check(x, "elementwise op");
   Tensor<T> out = Tensor<T>::uninitialized(x.shape());
   const index_t n = x.numel();
@@ -115,17 +123,7 @@ Var<T> unary_op_arr(Tape<T>& t, const Var<T>& x, FwdArr fwd, Deriv deriv) {
     const index_t len = std::min(kChunk, n - c);
     Map(out.data() + c, len) = fwd(CMap(x.value().data() + c, len));
   }
-  Var<T> res = t.push(std::move(out), x);
-  t.on_backward(res, [x, res, deriv] {
-    const T* g = res.grad().data();
-    const T* px = x.value().data();
-    const T* py = res.value().data();
-    T* dx = x.grad().data();
-    const index_t n = x.numel();
-#pragma omp parallel for simd if (n >= kParallelMin)
-    for (index_t i = 0; i < n; ++i) dx[i] += deriv(px[i], py[i]) * g[i];
-  });
-  return res;
+  return push_unary(t, x, std::move(out), deriv);
 }
 
 template <class T> struct Pair {

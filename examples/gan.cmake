@@ -1,0 +1,43 @@
+# Smoke tests of the gan binary: a tiny training run scored through the tiny
+# classifier of mnist_classifier.cmake, sampling its checkpoint to IDX3, scoring
+# that file and the real test digits, and bad usage. The data-dependent ones
+# are registered only when MNIST (or Debian's Fashion-MNIST) is present.
+if(MARROW_BUILD_TESTS)
+  set(MARROW_GAN_DIGITS ${PROJECT_SOURCE_DIR}/../shared/data/mnist)
+  if(NOT EXISTS ${MARROW_GAN_DIGITS}/train-images-idx3-ubyte.gz)
+    set(MARROW_GAN_DIGITS /usr/share/datasets/fashion-mnist)
+  endif()
+  set(MARROW_GAN_SMOKE ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-smoke)
+  set(MARROW_GAN_CLF ${CMAKE_CURRENT_BINARY_DIR}/runs/mnist-classifier-smoke/checkpoint.safetensors)
+  if(EXISTS ${MARROW_GAN_DIGITS}/train-images-idx3-ubyte.gz)
+    add_test(NAME example.gan.train_tiny
+      COMMAND gan train --epochs 0 --steps 20 --eval-samples 200 --log-every 5 --threads 1
+              --instance-noise 0.1 --label-smoothing 0.1 --classifier ${MARROW_GAN_CLF} --out ${MARROW_GAN_SMOKE})
+    set_tests_properties(example.gan.train_tiny PROPERTIES DEPENDS example.mnist_classifier.train_tiny
+      PASS_REGULAR_EXPRESSION "\"fid\":[0-9]")
+    add_test(NAME example.gan.hinge_tiny
+      COMMAND gan train --epochs 0 --steps 5 --loss hinge --ttur --d-dropout 0.3 --eval-samples 50 --threads 1
+              --classifier /nonexistent/none.safetensors --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-hinge-smoke)
+    add_test(NAME example.gan.sample_tiny
+      COMMAND gan sample --ckpt ${MARROW_GAN_SMOKE}/checkpoint.safetensors --n 100 --threads 1
+              --out ${MARROW_GAN_SMOKE}/samples-idx3-ubyte)
+    set_tests_properties(example.gan.sample_tiny PROPERTIES DEPENDS example.gan.train_tiny)
+    add_test(NAME example.gan.score_tiny
+      COMMAND gan score --samples ${MARROW_GAN_SMOKE}/samples-idx3-ubyte --classifier ${MARROW_GAN_CLF} --threads 1)
+    set_tests_properties(example.gan.score_tiny PROPERTIES DEPENDS "example.gan.sample_tiny;example.mnist_classifier.train_tiny"
+      PASS_REGULAR_EXPRESSION "FID [0-9.]+")
+    add_test(NAME example.gan.score_real_digits
+      COMMAND gan score --samples ${MARROW_GAN_DIGITS}/t10k-images-idx3-ubyte.gz --classifier ${MARROW_GAN_CLF} --threads 1)
+    set_tests_properties(example.gan.score_real_digits PROPERTIES DEPENDS example.mnist_classifier.train_tiny
+      PASS_REGULAR_EXPRESSION "score [0-9.]+")
+    marrow_expect_exit(example.gan.missing_classifier 1 "no classifier checkpoint" gan score
+      --samples ${MARROW_GAN_DIGITS}/t10k-images-idx3-ubyte.gz --classifier /nonexistent/clf.safetensors)
+    marrow_expect_exit(example.gan.labels_not_images 1 "not an IDX3 ubyte image file" gan score
+      --samples ${MARROW_GAN_DIGITS}/t10k-labels-idx1-ubyte.gz --classifier ${MARROW_GAN_CLF})
+  endif()
+  marrow_expect_exit(example.gan.unknown_flag 2 "--bogus" gan train --bogus 1)
+  marrow_expect_exit(example.gan.unknown_loss 2 "unknown GAN loss 'wgan'" gan train --loss wgan)
+  marrow_expect_exit(example.gan.score_needs_samples 2 "--samples FILE is required" gan score)
+  marrow_expect_exit(example.gan.sample_needs_out 2 "--out FILE" gan sample --n 10)
+  marrow_expect_exit(example.gan.missing_ckpt 1 "nonexistent" gan sample --ckpt /nonexistent/g.safetensors --out /tmp/x-idx3-ubyte)
+endif()

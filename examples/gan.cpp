@@ -1,0 +1,490 @@
+// gan: a DCGAN that draws MNIST digits, watched for convergence and mode
+// collapse through the LeNet classifier (mnist_classifier).
+//
+//   mnist_classifier train --out runs/mnist_classifier          (the yardstick, once)
+//   gan train  --epochs 12 --out runs/gan
+//   gan sample --ckpt runs/gan/checkpoint.safetensors --n 10000 --out samples-idx3-ubyte
+//   gan score  --samples samples-idx3-ubyte
+//
+// Each epoch logs D and G losses, D(x) and D(G(z)), and for 10,000 generated
+// digits the class histogram, the score exp(E KL(p(y|x) ‖ p(y))) and the FID on
+// the classifier's features against the test set, with a warning when a class
+// falls under 5 %; it draws an 8x8 grid from a fixed z and the loss/FID curves.
+#include <omp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <optional>
+
+#include <marrow/data/idx.hpp>
+#include <marrow/data/image.hpp>
+#include <marrow/data/loader.hpp>
+#include <marrow/train/checkpoint.hpp>
+#include <marrow/train/cli.hpp>
+#include <marrow/train/metrics.hpp>
+#include <marrow/train/monitor.hpp>
+#include <marrow/train/plot.hpp>
+#include <marrow/train/progress.hpp>
+#include <models/dcgan.hpp>
+#include <models/gan_metrics.hpp>
+#include <models/lenet.hpp>
+
+using namespace marrow;
+using namespace marrow::gan;
+
+namespace {
+
+#ifndef MARROW_SOURCE_DIR
+#define MARROW_SOURCE_DIR "."
+#endif
+
+std::string default_data_dir() {
+  const std::string mnist = std::string(MARROW_SOURCE_DIR) + "/../shared/data/mnist";
+  if (std::filesystem::exists(mnist + "/train-images-idx3-ubyte.gz") ||
+      std::filesystem::exists(mnist + "/train-images-idx3-ubyte"))
+    return mnist;
+  return "/usr/share/datasets/fashion-mnist";
+}
+std::string dataset_name(const std::string& dir) {
+  return dir.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
+}
+
+// ---- images -------------------------------------------------------------------------
+// [0, 255] bytes <-> [−1, 1] floats: v/127.5 − 1 and round((x + 1)·127.5), as the reference does.
+Tensor<float> bytes_to_unit(const data::IdxArray& a) {
+  Tensor<float> t = a.to_tensor<float>(1.0 / 127.5);
+  t.arr() -= 1.0f;
+  return t;
+}
+data::IdxArray unit_to_bytes(const Tensor<float>& x) {
+  MARROW_CHECK(x.ndim() == 4 && x.dim(1) == 1, "gan: IDX3 holds grey images, got ", x.shape().str());
+  data::IdxArray a;
+  a.type = data::IdxType::U8;
+  a.dims = {x.dim(0), x.dim(2), x.dim(3)};
+  a.data.resize(std::size_t(x.numel()));
+  for (index_t i = 0; i < x.numel(); ++i)
+    a.data[std::size_t(i)] = std::uint8_t(std::clamp(std::lround((double(x[i]) + 1.0) * 127.5), 0L, 255L));
+  return a;
+}
+// The same images after an 8-bit round trip: what `gan score` sees in a sample file.
+Tensor<float> quantized(const Tensor<float>& x) {
+  return bytes_to_unit(unit_to_bytes(x)).reshape(x.shape());
+}
+
+data::IdxArray read_images(const std::string& path) {
+  data::IdxArray a = data::read_idx(path);
+  MARROW_CHECK(a.type == data::IdxType::U8 && a.dims.size() == 3, "gan: '", path,
+               "' is not an IDX3 ubyte image file (want magic 0x00000803, dims N x H x W)");
+  return a;
+}
+Tensor<float> load_images(const std::string& dir, const std::string& split) {
+  Tensor<float> t = data::load_mnist(dir, split, /*scale01=*/false).images;
+  t.arr() = t.arr() / 127.5f - 1.0f;  // in place: the tensor is the only owner of its storage
+  return t;
+}
+
+// An 8x8 (or smaller) grid PNG, each pixel drawn as a 3x3 block so digits are legible.
+void save_grid(const std::string& path, const Tensor<float>& x, index_t n = 64) {
+  n = std::min(n, x.dim(0));
+  const index_t per = x.numel() / x.dim(0);
+  Tensor<float> first = Tensor<float>::uninitialized({n, x.dim(1), x.dim(2), x.dim(3)});
+  std::copy_n(x.data(), n * per, first.data());
+  const data::Image g = data::make_grid(first, 8, 2, -1.0, 1.0);
+  const int s = 3;
+  data::Image big(g.width * s, g.height * s, g.channels);
+  for (int y = 0; y < big.height; ++y)
+    for (int xx = 0; xx < big.width; ++xx)
+      for (int c = 0; c < g.channels; ++c) big.at(y, xx, c) = g.at(y / s, xx / s, c);
+  data::write_png(path, big);
+}
+
+// ---- the yardstick --------------------------------------------------------------------
+struct Yardstick {
+  std::unique_ptr<lenet::LeNet<float>> net;
+  FeatureStats test;          // classifier features of the test set
+  double fid_train_test = 0;  // 10,000 training digits against the test set: the floor to compare with
+};
+
+std::unique_ptr<lenet::LeNet<float>> load_classifier(const std::string& path) {
+  MARROW_CHECK(std::filesystem::exists(path), "no classifier checkpoint at ", path,
+               " (train one with: mnist_classifier train --out ", std::filesystem::path(path).parent_path().string(), ")");
+  const CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(path), path);
+  const Json cfg = info.config.empty() ? Json() : Json::parse(info.config);
+  MARROW_CHECK(cfg.is_object() && cfg.find("model"), "classifier checkpoint ", path,
+               " has no model config (not written by mnist_classifier?)");
+  Rng rng(0);
+  auto net = std::make_unique<lenet::LeNet<float>>(lenet::LeNetConfig::from_json(cfg.at("model")), rng);
+  load_weights<float>(path, *net);
+  return net;
+}
+
+// FID is biased by the sample count, so the reference uses as many training digits
+// as the generated set has (a fixed random subset).
+Yardstick make_yardstick(const std::string& classifier, const std::string& data_dir, const Tensor<float>& train,
+                         index_t n_ref) {
+  Yardstick y;
+  y.net = load_classifier(classifier);
+  y.test = feature_stats(classify(*y.net, load_images(data_dir, "t10k")).features);
+  n_ref = std::min(n_ref, train.dim(0));
+  const index_t per = train.numel() / train.dim(0);
+  std::vector<index_t> perm(std::size_t(train.dim(0)));
+  std::iota(perm.begin(), perm.end(), index_t(0));
+  Rng rng(12345);
+  for (index_t i = 0; i < n_ref; ++i) std::swap(perm[std::size_t(i)], perm[std::size_t(i + index_t(rng.below(std::uint64_t(train.dim(0) - i))))]);
+  Tensor<float> sub = Tensor<float>::uninitialized({n_ref, train.dim(1), train.dim(2), train.dim(3)});
+  for (index_t i = 0; i < n_ref; ++i) std::copy_n(train.data() + perm[std::size_t(i)] * per, per, sub.data() + i * per);
+  y.fid_train_test = frechet_distance(feature_stats(classify(*y.net, sub).features), y.test);
+  return y;
+}
+
+Json histogram_json(const std::vector<double>& h) {
+  Json j = Json::array();
+  for (double v : h) j.push_back(v);
+  return j;
+}
+std::string histogram_text(const std::vector<double>& h) {
+  std::string s;
+  char buf[32];
+  for (std::size_t c = 0; c < h.size(); ++c) {
+    std::snprintf(buf, sizeof buf, "%s%zu: %.1f%%", c ? "  " : "", c, 100.0 * h[c]);
+    s += buf;
+  }
+  return s;
+}
+std::string collapse_warning(const SampleReport& r) {
+  if (r.rare.empty()) return "";
+  std::string s = "WARNING: possible mode collapse: class";
+  s += r.rare.size() > 1 ? "es" : "";
+  char buf[32];
+  for (int c : r.rare) {
+    std::snprintf(buf, sizeof buf, " %d (%.1f%%)", c, 100.0 * r.histogram[std::size_t(c)]);
+    s += buf;
+  }
+  return s + " under 5 % of the samples";
+}
+
+// ---- train ------------------------------------------------------------------------------
+struct Args {
+  DcganConfig model;
+  TrainOptions train;
+  std::string loss = "ns";
+  bool ttur = false;            // lr_d 4e-4, lr_g 1e-4 (Heusel et al.)
+  double noise_epochs = 0;      // epochs over which instance noise falls to 0 (0: half the run)
+  int batch = 64;
+  int log_every = 50;
+  index_t eval_samples = 10000;
+  std::string classifier = "runs/mnist_classifier/checkpoint.safetensors";
+  double max_minutes = 0;       // stop after the last epoch that fits in this wall time (0: off)
+};
+
+struct EpochRecord {
+  double epoch, fid, score;
+};
+
+int train(Args a, const CommonFlags& common, const std::string& config) {
+  a.train.loss = parse_gan_loss(a.loss);
+  if (a.ttur) a.train.lr_d = 4e-4, a.train.lr_g = 1e-4;
+  const Tensor<float> images = load_images(common.data, "train");
+  const index_t N = images.dim(0), per = images.numel() / N, per_epoch = N / a.batch;
+  MARROW_CHECK(per_epoch >= 1, "gan: ", N, " training images give no batch of ", a.batch);
+  const std::int64_t total = common.epochs > 0 ? std::int64_t(common.epochs) * per_epoch : common.steps;
+  MARROW_CHECK(total >= 1, "gan: nothing to train (--epochs 0 and --steps 0)");
+  MARROW_CHECK(images.dim(2) == a.model.image && images.dim(3) == a.model.image, "gan: images ",
+               images.shape().str(), " do not match --image ", a.model.image);
+  a.train.noise_steps = std::int64_t((a.noise_epochs > 0 ? a.noise_epochs * double(per_epoch) : 0.5 * double(total)));
+  make_dirs(common.out);
+
+  std::optional<Yardstick> yard;
+  if (std::filesystem::exists(a.classifier)) {
+    yard = make_yardstick(a.classifier, common.data, images, a.eval_samples);
+    std::fprintf(stderr, "gan: classifier %s; FID of %lld training digits vs the test set: %.3f\n", a.classifier.c_str(),
+                 (long long)std::min<index_t>(a.eval_samples, N), yard->fid_train_test);
+  } else {
+    std::fprintf(stderr, "gan: WARNING: no classifier at %s: FID, score and class histogram are skipped "
+                 "(train one with: mnist_classifier train)\n", a.classifier.c_str());
+  }
+
+  Trainer<float> tr(a.model, a.train, std::uint64_t(common.seed));
+  Checkpoint<float> ckpt(tr.model);
+  ckpt.add_state([&](const StateVisitor<float>& f) { tr.opt_g.visit_state(f); });
+  ckpt.add_state([&](const StateVisitor<float>& f) { tr.opt_d.visit_state(f); });
+  ckpt.add_rng("trainer", tr.rng);
+  ckpt.add_rng("dropout", tr.model.d.drop.rng);
+  const std::string ckpt_path = common.checkpoint_path();
+  tr.step = ckpt.resume(ckpt_path, common.resume).step;
+  MARROW_CHECK(tr.step <= total, "--resume: checkpoint ", ckpt_path, " is at step ", tr.step, ", past the ", total,
+               " steps asked for");
+
+  // Fixed latent codes: the grid shows the same 64 digits evolving; FID of every
+  // epoch is measured on the same 10,000 codes.
+  Rng zr(std::uint64_t(common.seed) + 0x5a5a);
+  const Tensor<float> z_grid = randn<float>({64, index_t(a.model.z_dim)}, zr);
+  const Tensor<float> z_eval = randn<float>({a.eval_samples, index_t(a.model.z_dim)}, zr);
+
+  MetricsLog log(common.out, common.resume);
+  StepTimer timer;
+  LossGuard guard;
+  guard.set_checkpoint(common.resume ? ckpt_path : "");
+  install_interrupt_handler();
+  Progress bar(total, "dcgan", a.batch);
+  std::vector<double> xs, ld_curve, lg_curve;
+  std::vector<EpochRecord> epochs;
+  std::optional<SampleReport> last;
+  if (common.resume && std::filesystem::exists(common.out + "/metrics.jsonl"))  // the curves so far
+    for (const Json& j : read_metrics(common.out + "/metrics.jsonl")) {
+      if (!j.find("step") || j.at("step").as_int() > tr.step) continue;  // logged after the checkpoint: redone
+      if (j.find("loss_d")) {
+        xs.push_back(double(j.at("step").as_int()));
+        ld_curve.push_back(j.at("loss_d").as_double());
+        lg_curve.push_back(j.at("loss_g").as_double());
+      }
+      if (j.find("fid") && j.find("score"))
+        epochs.push_back({j.at("epoch").as_double(), j.at("fid").as_double(), j.at("score").as_double()});
+    }
+  Tensor<float> real = Tensor<float>::uninitialized({a.batch, images.dim(1), images.dim(2), images.dim(3)});
+  std::vector<index_t> perm(static_cast<std::size_t>(N));
+  index_t perm_epoch = -1;
+  double sum_ld = 0, sum_lg = 0, sum_dr = 0, sum_df = 0;
+  int n_acc = 0;
+  double ep_ld = 0, ep_lg = 0, ep_dr = 0, ep_df = 0;
+  int ep_n = 0;
+  double epoch_start_s = timer.wall_s();
+  bool out_of_time = false;
+  while (tr.step < total && !out_of_time) {
+    const index_t epoch = tr.step / per_epoch, k = tr.step % per_epoch;
+    if (epoch != perm_epoch) {  // epoch e's order depends on (seed, e) only: a resumed run sees the same batches
+      std::iota(perm.begin(), perm.end(), index_t(0));
+      Rng pr(data::derive_seed(std::uint64_t(common.seed), std::uint64_t(epoch)));
+      for (index_t i = N - 1; i > 0; --i) std::swap(perm[std::size_t(i)], perm[pr.below(std::uint64_t(i + 1))]);
+      perm_epoch = epoch;
+    }
+    for (index_t i = 0; i < a.batch; ++i)
+      std::copy_n(images.data() + perm[std::size_t(k * a.batch + i)] * per, per, real.data() + i * per);
+    timer.start();
+    const StepStats st = tr.train_step(real);
+    timer.stop();
+    guard.check(st.loss_d + st.loss_g, tr.step);
+    sum_ld += st.loss_d, sum_lg += st.loss_g, sum_dr += st.d_real, sum_df += st.d_fake, ++n_acc;
+    ep_ld += st.loss_d, ep_lg += st.loss_g, ep_dr += st.d_real, ep_df += st.d_fake, ++ep_n;
+    if (tr.step % a.log_every == 0 || tr.step == total) {
+      log.log({{"step", tr.step}, {"epoch", double(tr.step) / double(per_epoch)}, {"loss_d", sum_ld / n_acc},
+               {"loss_g", sum_lg / n_acc}, {"d_real", sum_dr / n_acc}, {"d_fake", sum_df / n_acc},
+               {"noise_std", st.noise_std}});
+      xs.push_back(double(tr.step));
+      ld_curve.push_back(sum_ld / n_acc);
+      lg_curve.push_back(sum_lg / n_acc);
+      sum_ld = sum_lg = sum_dr = sum_df = 0, n_acc = 0;
+    }
+    bar.update(tr.step, {{"lossD", st.loss_d}, {"lossG", st.loss_g}, {"D(x)", st.d_real}, {"D(G(z))", st.d_fake}});
+    const bool epoch_end = tr.step % per_epoch == 0 || tr.step == total;
+    if (epoch_end) {
+      const double ep = double(tr.step) / double(per_epoch);
+      char name[64];
+      std::snprintf(name, sizeof name, "/samples_epoch_%03d.png", int(std::ceil(ep - 1e-9)));
+      save_grid(common.out + name, tr.generate(z_grid));
+      Json rec = Json::object({{"step", tr.step}, {"epoch", ep}, {"epoch_loss_d", ep_ld / std::max(ep_n, 1)},
+                               {"epoch_loss_g", ep_lg / std::max(ep_n, 1)}, {"epoch_d_real", ep_dr / std::max(ep_n, 1)},
+                               {"epoch_d_fake", ep_df / std::max(ep_n, 1)}});
+      char line[512];
+      std::snprintf(line, sizeof line, "epoch %.2f: lossD %.3f lossG %.3f D(x) %.3f D(G(z)) %.3f", ep,
+                    ep_ld / std::max(ep_n, 1), ep_lg / std::max(ep_n, 1), ep_dr / std::max(ep_n, 1),
+                    ep_df / std::max(ep_n, 1));
+      std::string msg = line;
+      if (yard) {
+        StepTimer et;
+        last = report(*yard->net, quantized(tr.generate(z_eval)), yard->test);
+        epochs.push_back({ep, last->fid, last->score});
+        rec.set("fid", last->fid);
+        rec.set("score", last->score);
+        rec.set("class_histogram", histogram_json(last->histogram));
+        rec.set("min_class_fraction", *std::min_element(last->histogram.begin(), last->histogram.end()));
+        rec.set("fid_train_vs_test", yard->fid_train_test);
+        rec.set("eval_s", et.wall_s());
+        std::snprintf(line, sizeof line, " | FID %.3f (train vs test %.3f) score %.3f\n  classes %s", last->fid,
+                      yard->fid_train_test, last->score, histogram_text(last->histogram).c_str());
+        msg += line;
+        if (!last->rare.empty()) msg += "\n  " + collapse_warning(*last);
+      }
+      log.log(rec);
+      bar.message(msg);
+      ep_ld = ep_lg = ep_dr = ep_df = 0, ep_n = 0;
+      // Another epoch as long as this one would overrun the budget: stop here, with a finished epoch.
+      const double now = timer.wall_s();
+      if (a.max_minutes > 0 && tr.step < total && now + (now - epoch_start_s) > 60.0 * a.max_minutes) {
+        out_of_time = true;
+        bar.message("gan: --max-minutes " + std::to_string(a.max_minutes) + ": no time for another epoch, stopping");
+      }
+      epoch_start_s = now;
+      if (!xs.empty())
+        plot_png(common.out + "/losses.png", {{"D loss", xs, ld_curve}, {"G loss", xs, lg_curve}},
+                 {.title = "DCGAN losses", .xlabel = "step", .ylabel = "loss"});
+      if (!epochs.empty() && yard) {
+        std::vector<double> ex, ef, es, eref;
+        for (auto& r : epochs) ex.push_back(r.epoch), ef.push_back(r.fid), es.push_back(r.score), eref.push_back(yard->fid_train_test);
+        plot_png(common.out + "/fid.png", {{"FID (generated vs test)", ex, ef}, {"FID (train vs test)", ex, eref}},
+                 {.title = "FID on classifier features", .xlabel = "epoch", .ylabel = "FID", .log_y = true});
+        plot_png(common.out + "/score.png", {{"score", ex, es}},
+                 {.title = "exp(E KL(p(y|x) || p(y)))", .xlabel = "epoch", .ylabel = "score"});
+      }
+    }
+    if (epoch_end || interrupted()) {
+      ckpt.save(ckpt_path, tr.step, config);
+      guard.set_checkpoint(ckpt_path);
+      if (interrupted()) {
+        bar.message("interrupted: checkpoint saved to " + ckpt_path);
+        return 1;
+      }
+    }
+  }
+  bar.finish();
+  save_grid(common.out + "/samples.png", tr.generate(z_grid));
+  Json fid_by_epoch = Json::array(), score_by_epoch = Json::array();
+  for (auto& r : epochs) fid_by_epoch.push_back(r.fid), score_by_epoch.push_back(r.score);
+  Json summary = write_summary(
+      common.out, timer,
+      {{"fid", last ? Json(last->fid) : Json()},
+       {"score", last ? Json(last->score) : Json()},
+       {"class_histogram", last ? histogram_json(last->histogram) : Json()},
+       {"min_class_fraction", last ? Json(*std::min_element(last->histogram.begin(), last->histogram.end())) : Json()},
+       {"fid_train_vs_test", yard ? Json(yard->fid_train_test) : Json()},
+       {"fid_by_epoch", fid_by_epoch},
+       {"score_by_epoch", score_by_epoch},
+       {"eval_samples", a.eval_samples},
+       {"dataset", dataset_name(common.data)},
+       {"loss", gan_loss_name(a.train.loss)},
+       {"steps", tr.step},
+       {"epochs", double(tr.step) / double(per_epoch)},
+       {"batch", a.batch},
+       {"params_g", count_parameters<float>(tr.model.g)},
+       {"params_d", count_parameters<float>(tr.model.d)},
+       {"checkpoint", ckpt_path},
+       {"seed", common.seed}});
+  std::printf("%s\n", summary.dump().c_str());
+  return 0;
+}
+
+// ---- sample / score -------------------------------------------------------------------------
+Dcgan<float> load_gan(const std::string& path) {
+  const CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(path), path);
+  const Json cfg = info.config.empty() ? Json() : Json::parse(info.config);
+  MARROW_CHECK(cfg.is_object() && cfg.find("model"), "gan: checkpoint ", path, " has no model config (not a gan checkpoint?)");
+  Rng rng(0);
+  Dcgan<float> m(DcganConfig::from_json(cfg.at("model")), rng);
+  load_weights<float>(path, m);
+  return m;
+}
+
+int sample(const CommonFlags& common, index_t n, std::string grid) {
+  const std::string path = common.checkpoint_path();
+  Dcgan<float> m = load_gan(path);
+  Rng rng(std::uint64_t(common.seed));
+  const Tensor<float> x = Trainer<float>::generate_with(m.g, randn<float>({n, index_t(m.cfg.z_dim)}, rng));
+  const std::string out = common.out;
+  const bool gz = out.size() > 3 && out.compare(out.size() - 3, 3, ".gz") == 0;
+  if (auto dir = std::filesystem::path(out).parent_path(); !dir.empty()) make_dirs(dir.string());
+  data::write_idx(out, unit_to_bytes(x), gz);
+  if (grid.empty()) grid = (gz ? out.substr(0, out.size() - 3) : out) + ".png";
+  save_grid(grid, quantized(x));
+  std::printf("wrote %lld samples to %s and a grid of the first %lld to %s\n", (long long)n, out.c_str(),
+              (long long)std::min<index_t>(n, 64), grid.c_str());
+  return 0;
+}
+
+int score(const CommonFlags& common, const std::string& samples, const std::string& classifier) {
+  MARROW_CHECK(!samples.empty(), "gan score: --samples FILE is required");
+  const data::IdxArray a = read_images(samples);
+  MARROW_CHECK(a.dims[0] >= 2, "gan score: '", samples, "' holds ", a.dims[0], " images; FID needs at least 2");
+  const Tensor<float> x = bytes_to_unit(a).reshape({a.dims[0], 1, a.dims[1], a.dims[2]});
+  Yardstick y = make_yardstick(classifier, common.data, load_images(common.data, "train"), a.dims[0]);
+  MARROW_CHECK(a.dims[1] == y.net->cfg.image && a.dims[2] == y.net->cfg.image, "gan score: images in '", samples, "' are ",
+               a.dims[1], "x", a.dims[2], ", the classifier takes ", y.net->cfg.image, "x", y.net->cfg.image);
+  const SampleReport r = report(*y.net, x, y.test);
+  std::printf("%s: %lld images\n  score %.4f\n  FID %.4f  (%lld training digits vs the test set: %.4f)\n  classes %s\n",
+              samples.c_str(), (long long)a.dims[0], r.score, r.fid,
+              (long long)std::min<index_t>(a.dims[0], 60000), y.fid_train_test, histogram_text(r.histogram).c_str());
+  if (!r.rare.empty()) std::printf("  %s\n", collapse_warning(r).c_str());
+  std::printf("%s\n", Json::object({{"samples", samples}, {"n", a.dims[0]}, {"score", r.score}, {"fid", r.fid},
+                                    {"fid_train_vs_test", y.fid_train_test},
+                                    {"class_histogram", histogram_json(r.histogram)}})
+                          .dump()
+                          .c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_main("gan", [&] {
+    Args a;
+    CommonFlags common;
+    common.data = default_data_dir();
+    common.out = "";
+    common.epochs = 12;
+    common.steps = 0;
+    common.seed = 1;
+    std::int64_t n = 10000, eval_samples = a.eval_samples;
+    std::string samples, grid;
+    Cli cli("gan", "DCGAN on MNIST digits, monitored through the LeNet classifier");
+    cli.command("train", "train G and D")
+        .command("sample", "write --n digits of a checkpoint as an IDX3 ubyte file (--out) and a PNG grid")
+        .command("score", "score, FID and class histogram of an IDX3 file (--samples)");
+    cli.flag("data", common.data, "directory with the MNIST IDX files (train and t10k)");
+    cli.flag("out", common.out, "train: output directory (default runs/gan); sample: the IDX3 file to write");
+    cli.flag("ckpt", common.ckpt, "checkpoint file (empty: OUT/checkpoint.safetensors; sample: runs/gan/...)");
+    cli.flag("resume", common.resume, "resume training from --ckpt");
+    cli.flag("seed", common.seed, "random seed (train: weights, z, noise, data order; sample: z)").min(0);
+    cli.flag("threads", common.threads, "OpenMP threads (0: all cores)").min(0);
+    cli.flag("epochs", common.epochs, "training epochs (0: use --steps)").min(0);
+    cli.flag("steps", common.steps, "D+G steps when --epochs is 0").min(0);
+    cli.flag("classifier", a.classifier, "LeNet checkpoint from mnist_classifier (the metrics' yardstick)");
+    cli.flag("batch", a.batch, "minibatch size").min(2);
+    cli.flag("loss", a.loss, "GAN loss: ns (non-saturating), minimax or hinge");
+    cli.flag("lr-g", a.train.lr_g, "Adam learning rate of G").min(0);
+    cli.flag("lr-d", a.train.lr_d, "Adam learning rate of D").min(0);
+    cli.flag("ttur", a.ttur, "two time-scale update rule: lr-d 4e-4, lr-g 1e-4 (overrides both)");
+    cli.flag("beta1", a.train.beta1, "Adam beta1").min(0).max(0.999999);
+    cli.flag("beta2", a.train.beta2, "Adam beta2").min(0).max(0.999999);
+    cli.flag("label-smoothing", a.train.label_smoothing, "one-sided: D's real target is 1 - this").min(0).max(0.49);
+    cli.flag("instance-noise", a.train.instance_noise, "initial std of Gaussian noise on D's inputs").min(0);
+    cli.flag("noise-epochs", a.noise_epochs, "epochs over which the noise falls to 0 (0: half the run)").min(0);
+    cli.flag("d-dropout", a.model.d_dropout, "dropout in D after each LeakyReLU").min(0).max(0.95);
+    cli.flag("d-batchnorm", a.model.d_batchnorm, "BatchNorm after D's second conv");
+    cli.flag("z-dim", a.model.z_dim, "latent size").min(1);
+    cli.flag("g-width", a.model.g_width, "G's last hidden width (first: twice this)").min(1);
+    cli.flag("d-width", a.model.d_width, "D's first conv width (second: twice this)").min(1);
+    cli.flag("eval-samples", eval_samples, "generated digits scored each epoch").min(2);
+    cli.flag("log-every", a.log_every, "steps between metrics lines").min(1);
+    cli.flag("max-minutes", a.max_minutes, "train: stop after the last epoch that fits in this wall time (0: off)").min(0);
+    cli.flag("n", n, "sample: digits to write").min(1);
+    cli.flag("grid", grid, "sample: PNG grid of the first 64 (empty: OUT.png)");
+    cli.flag("samples", samples, "score: IDX3 ubyte file of 28x28 digits");
+    const std::string cmd = cli.parse_or_exit(argc, argv);
+    a.eval_samples = eval_samples;
+    if (common.threads > 0) omp_set_num_threads(common.threads);
+    try {
+      parse_gan_loss(a.loss);
+    } catch (const Error& e) {
+      throw UsageError(std::string("--loss: ") + e.what());
+    }
+    if (cmd == "train") {
+      if (common.out.empty()) common.out = "runs/gan";
+      Json config = cli.values();
+      config.set("model", a.model.to_json());
+      config.set("dataset", dataset_name(common.data));
+      return train(a, common, config.dump());
+    }
+    if (cmd == "sample") {
+      if (common.ckpt.empty()) common.ckpt = "runs/gan/checkpoint.safetensors";
+      if (common.out.empty()) throw UsageError("sample: --out FILE (the IDX3 file to write) is required");
+      return sample(common, n, grid);
+    }
+    if (cmd == "score") {
+      if (samples.empty()) throw UsageError("score: --samples FILE is required");
+      return score(common, samples, a.classifier);
+    }
+    throw UsageError("expected a command: train, sample or score");
+  });
+}

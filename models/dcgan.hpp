@@ -1,0 +1,338 @@
+#pragma once
+// DCGAN (Radford et al. 2015) for small grey images such as MNIST digits, with
+// the usual stability options, read top to bottom: config, generator,
+// discriminator, losses, then one training step (a D update and a G update).
+//
+//   G: z (N, z_dim) -> linear -> BN -> ReLU -> (N, 2w, S/4, S/4)
+//      -> convT 4x4 s2 -> BN -> ReLU -> (N, w, S/2, S/2) -> convT 4x4 s2 -> tanh -> (N, C, S, S)
+//   D: x (N, C, S, S) -> conv 4x4 s2 -> LeakyReLU -> (N, w, S/2, S/2)
+//      -> conv 4x4 s2 -> BN -> LeakyReLU -> (N, 2w, S/4, S/4) -> linear -> (N) logits
+// (no BatchNorm on D's first layer, as the paper says; the architecture of
+// /work/shared/bench/dcgan_peer.py, so timings compare like with like).
+//
+// Stability options, each off by default: one-sided label smoothing (real
+// target 1 − s), instance noise on D's inputs annealed linearly to zero,
+// separate learning rates for D and G (TTUR), dropout in D, and the hinge loss.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <marrow/loss.hpp>
+#include <marrow/nn/layers.hpp>
+#include <marrow/nn/module.hpp>
+#include <marrow/ops/reduce.hpp>
+#include <marrow/ops/shape.hpp>
+#include <marrow/optim.hpp>
+#include <marrow/train/json.hpp>
+
+namespace marrow::gan {
+
+struct DcganConfig {
+  int z_dim = 100;          // latent size
+  int image = 28;           // side of the (square) images; a multiple of 4
+  int channels = 1;         // image channels
+  int g_width = 64;         // G's last hidden width; its first is 2·g_width
+  int d_width = 64;         // D's first conv width; its second is 2·d_width
+  bool d_batchnorm = true;  // BatchNorm after D's second conv (never after the first)
+  double d_dropout = 0.0;   // dropout after each of D's LeakyReLUs (0: off)
+  double leak = 0.2;        // LeakyReLU slope
+
+  Json to_json() const {
+    return Json::object({{"z_dim", z_dim}, {"image", image}, {"channels", channels}, {"g_width", g_width},
+                         {"d_width", d_width}, {"d_batchnorm", d_batchnorm}, {"d_dropout", d_dropout}, {"leak", leak}});
+  }
+  static DcganConfig from_json(const Json& j) {
+    DcganConfig c;
+    auto geti = [&](const char* k, int& v) {
+      if (const Json* p = j.find(k)) v = int(p->as_int());
+    };
+    geti("z_dim", c.z_dim), geti("image", c.image), geti("channels", c.channels);
+    geti("g_width", c.g_width), geti("d_width", c.d_width);
+    if (const Json* p = j.find("d_batchnorm")) c.d_batchnorm = p->as_bool();
+    if (const Json* p = j.find("d_dropout")) c.d_dropout = p->as_double();
+    if (const Json* p = j.find("leak")) c.leak = p->as_double();
+    return c;
+  }
+  void check() const {
+    MARROW_CHECK(z_dim > 0 && channels > 0 && g_width > 0 && d_width > 0, "DcganConfig: sizes must be positive, got z_dim ",
+                 z_dim, ", channels ", channels, ", g_width ", g_width, ", d_width ", d_width);
+    MARROW_CHECK(image >= 4 && image % 4 == 0, "DcganConfig: image side ", image, " must be a positive multiple of 4");
+    MARROW_CHECK(d_dropout >= 0.0 && d_dropout < 1.0, "DcganConfig: d_dropout ", d_dropout, " must be in [0, 1)");
+    MARROW_CHECK(leak >= 0.0 && leak < 1.0, "DcganConfig: leak ", leak, " must be in [0, 1)");
+  }
+};
+
+// Layers followed by BatchNorm have no bias: the normalization subtracts it again.
+template <class T> struct Generator {
+  DcganConfig cfg;
+  Linear<T> fc;
+  BatchNorm<T> bn0;  // over the 2w·(S/4)² features of fc, as BatchNorm1d in the reference
+  ConvTranspose2d<T> up1;
+  BatchNorm<T> bn1;
+  ConvTranspose2d<T> up2;
+
+  Generator(const DcganConfig& c, Rng& rng)
+      : cfg(c),
+        fc(c.z_dim, index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4), rng, /*with_bias=*/false),
+        bn0(index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4)),
+        up1(2 * c.g_width, c.g_width, 4, rng, {.stride = 2, .padding = 1, .bias = false}),
+        bn1(c.g_width),
+        up2(c.g_width, c.channels, 4, rng, {.stride = 2, .padding = 1}) {}
+
+  // z (N, z_dim) -> images (N, C, S, S) in (−1, 1).
+  Var<T> operator()(Tape<T>& t, const Var<T>& z) {
+    t.check(z, "Generator");
+    MARROW_CHECK(z.ndim() == 2 && z.dim(1) == cfg.z_dim, "Generator: z ", z.shape().str(), " is not (N, ", cfg.z_dim, ")");
+    const index_t N = z.dim(0), s = cfg.image / 4;
+    Var<T> h = relu(t, bn0(t, fc(t, z)));                   // (N, 2w·s·s)
+    h = reshape(t, h, {N, 2 * cfg.g_width, s, s});          // (N, 2w, s, s)
+    h = relu(t, bn1(t, up1(t, h)));                         // (N, w, 2s, 2s)
+    return tanh(t, up2(t, h));                              // (N, C, 4s, 4s)
+  }
+  void visit(Visitor<T>& v, const std::string& prefix) {
+    fc.visit(v, join_name(prefix, "fc"));
+    bn0.visit(v, join_name(prefix, "bn0"));
+    up1.visit(v, join_name(prefix, "up1"));
+    bn1.visit(v, join_name(prefix, "bn1"));
+    up2.visit(v, join_name(prefix, "up2"));
+  }
+};
+
+template <class T> struct Discriminator {
+  DcganConfig cfg;
+  Conv2d<T> c1;
+  Conv2d<T> c2;
+  BatchNorm<T> bn2;  // used when cfg.d_batchnorm
+  Dropout<T> drop;
+  Linear<T> fc;
+
+  Discriminator(const DcganConfig& c, Rng& rng)
+      : cfg(c),
+        c1(c.channels, c.d_width, 4, rng, {.stride = 2, .padding = 1}),
+        c2(c.d_width, 2 * c.d_width, 4, rng, {.stride = 2, .padding = 1, .bias = !c.d_batchnorm}),
+        bn2(2 * c.d_width),
+        drop(T(c.d_dropout), rng),
+        fc(index_t(2 * c.d_width) * (c.image / 4) * (c.image / 4), 1, rng) {}
+
+  // images (N, C, S, S) -> logits (N).
+  Var<T> operator()(Tape<T>& t, const Var<T>& x) {
+    t.check(x, "Discriminator");
+    MARROW_CHECK(x.ndim() == 4 && x.dim(1) == cfg.channels && x.dim(2) == cfg.image && x.dim(3) == cfg.image,
+                 "Discriminator: input ", x.shape().str(), " is not (N, ", cfg.channels, ", ", cfg.image, ", ", cfg.image,
+                 ")");
+    const T a = T(cfg.leak);
+    Var<T> h = drop(t, leaky_relu(t, c1(t, x), a));  // (N, w, S/2, S/2)
+    h = c2(t, h);                                     // (N, 2w, S/4, S/4)
+    if (cfg.d_batchnorm) h = bn2(t, h);
+    h = drop(t, leaky_relu(t, h, a));
+    return reshape(t, fc(t, flatten(t, h)), {x.dim(0)});  // (N)
+  }
+  void visit(Visitor<T>& v, const std::string& prefix) {
+    c1.visit(v, join_name(prefix, "c1"));
+    c2.visit(v, join_name(prefix, "c2"));
+    if (cfg.d_batchnorm) bn2.visit(v, join_name(prefix, "bn2"));
+    drop.visit(v, join_name(prefix, "drop"));
+    fc.visit(v, join_name(prefix, "fc"));
+  }
+};
+
+// Both networks under one name, for checkpoints ("generator.fc.weight", "discriminator.c1.bias").
+template <class T> struct Dcgan {
+  DcganConfig cfg;
+  Generator<T> g;
+  Discriminator<T> d;
+  Dcgan(const DcganConfig& c, Rng& rng) : cfg((c.check(), c)), g(c, rng), d(c, rng) {}
+  void visit(Visitor<T>& v, const std::string& prefix) {
+    g.visit(v, join_name(prefix, "generator"));
+    d.visit(v, join_name(prefix, "discriminator"));
+  }
+};
+
+// ---- losses -------------------------------------------------------------------------
+// NonSaturating: D  BCE(D(x), 1) + BCE(D(G(z)), 0);   G  BCE(D(G(z)), 1)   (−log D(G(z)))
+// Minimax:       D  as above;                          G  −BCE(D(G(z)), 0)  (log(1 − D(G(z))), saturates)
+// Hinge:         D  mean relu(1 − D(x)) + mean relu(1 + D(G(z)));   G  −mean D(G(z))
+enum class GanLoss { NonSaturating, Minimax, Hinge };
+
+inline GanLoss parse_gan_loss(const std::string& s) {
+  if (s == "ns" || s == "non-saturating") return GanLoss::NonSaturating;
+  if (s == "minimax") return GanLoss::Minimax;
+  if (s == "hinge") return GanLoss::Hinge;
+  throw Error("unknown GAN loss '" + s + "' (expected ns, minimax or hinge)");
+}
+inline const char* gan_loss_name(GanLoss l) {
+  return l == GanLoss::Hinge ? "hinge" : l == GanLoss::Minimax ? "minimax" : "ns";
+}
+
+// real_target < 1 is one-sided label smoothing (only the real side is softened;
+// softening the fake side would reward D for leaving fakes where they are).
+// The hinge loss has no labels and ignores it.
+template <class T>
+Var<T> discriminator_loss(Tape<T>& t, const Arg<T>& real_logits, const Arg<T>& fake_logits, GanLoss kind,
+                          T real_target = T(1)) {
+  t.check(real_logits, "discriminator_loss");
+  t.check(fake_logits, "discriminator_loss");
+  MARROW_CHECK(real_logits.ndim() == 1 && fake_logits.ndim() == 1, "discriminator_loss: logits ",
+               real_logits.shape().str(), " and ", fake_logits.shape().str(), " must be (N)");
+  if (kind == GanLoss::Hinge)
+    return add(t, mean(t, relu(t, add_scalar(t, neg(t, real_logits), T(1)))),
+               mean(t, relu(t, add_scalar(t, fake_logits, T(1)))));
+  return add(t, bce_with_logits(t, real_logits, full<T>(real_logits.shape(), real_target)),
+             bce_with_logits(t, fake_logits, zeros<T>(fake_logits.shape())));
+}
+
+template <class T> Var<T> generator_loss(Tape<T>& t, const Arg<T>& fake_logits, GanLoss kind) {
+  t.check(fake_logits, "generator_loss");
+  MARROW_CHECK(fake_logits.ndim() == 1, "generator_loss: logits ", fake_logits.shape().str(), " must be (N)");
+  switch (kind) {
+    case GanLoss::NonSaturating: return bce_with_logits(t, fake_logits, ones<T>(fake_logits.shape()));
+    case GanLoss::Minimax: return neg(t, bce_with_logits(t, fake_logits, zeros<T>(fake_logits.shape())));
+    case GanLoss::Hinge: return neg(t, mean(t, fake_logits));
+  }
+  return Var<T>();
+}
+
+// ---- training ---------------------------------------------------------------------------
+struct TrainOptions {
+  GanLoss loss = GanLoss::NonSaturating;
+  double lr_g = 2e-4;              // Adam learning rate of G
+  double lr_d = 2e-4;              // Adam learning rate of D (TTUR: larger than lr_g)
+  double beta1 = 0.5;              // Adam β1 (DCGAN's)
+  double beta2 = 0.999;            // Adam β2
+  double label_smoothing = 0.0;    // one-sided: D's real target is 1 − this
+  double instance_noise = 0.0;     // std of Gaussian noise on D's inputs at step 0 ...
+  std::int64_t noise_steps = 0;    // ... falling linearly to 0 at this step
+};
+
+// Instance-noise std at `step` (linear anneal to zero).
+inline double noise_std_at(const TrainOptions& o, std::int64_t step) {
+  if (o.instance_noise <= 0.0 || o.noise_steps <= 0) return 0.0;
+  return o.instance_noise * std::max(0.0, 1.0 - double(step) / double(o.noise_steps));
+}
+
+struct StepStats {
+  double loss_d = 0, loss_g = 0;
+  double d_real = 0, d_fake = 0;  // mean σ(D(x)) and σ(D(G(z))) in the D update
+  double noise_std = 0;
+};
+
+template <class T = float> class Trainer {
+ public:
+  TrainOptions opt;
+  Rng rng;                // initial weights, then z and instance noise; checkpointed
+  Dcgan<T> model;
+  Adam<T> opt_g, opt_d;
+  std::int64_t step = 0;  // D+G updates done
+
+  Trainer(const DcganConfig& cfg, const TrainOptions& o, std::uint64_t seed)
+      : opt(check(o)), rng(seed), model(cfg, rng), opt_g(parameters<T>(model.g, "generator"), adam(o.lr_g, o)),
+        opt_d(parameters<T>(model.d, "discriminator"), adam(o.lr_d, o)) {}
+
+  // One D update, then one G update on the same fake batch (as the reference
+  // does). real (B, C, S, S) in [−1, 1].
+  StepStats train_step(const Tensor<T>& real) {
+    const DcganConfig& c = model.cfg;
+    MARROW_CHECK(real.ndim() == 4 && real.dim(1) == c.channels && real.dim(2) == c.image && real.dim(3) == c.image &&
+                     real.dim(0) >= 2,
+                 "gan train_step: batch ", real.shape().str(), " is not (B >= 2, ", c.channels, ", ", c.image, ", ",
+                 c.image, ")");
+    const index_t B = real.dim(0);
+    StepStats st;
+    st.noise_std = noise_std_at(opt, step);
+    // G's forward stays on tape_g: its backward comes in the G update.
+    tg_.reset();
+    Var<T> fake = model.g(tg_, tg_.input(randn<T>({B, index_t(c.z_dim)}, rng)));
+
+    // D update: fakes enter as constants (PyTorch's fake.detach()).
+    td_.reset();
+    Var<T> d_real = model.d(td_, noisy(td_, td_.input(real), st.noise_std));
+    Var<T> d_fake = model.d(td_, noisy(td_, td_.input(fake.value()), st.noise_std));
+    Var<T> ld = discriminator_loss(td_, d_real, d_fake, opt.loss, T(1.0 - opt.label_smoothing));
+    td_.backward(ld);
+    opt_d.step();
+    opt_d.zero_grad();
+    st.loss_d = double(ld.item());
+    st.d_real = mean_sigmoid(d_real.value());
+    st.d_fake = mean_sigmoid(d_fake.value());
+
+    // G update through the updated D. D's parameters are frozen meanwhile, so
+    // its backward computes input gradients only (PyTorch also fills D's weight
+    // gradients here, then zeroes them).
+    set_d_frozen(true);
+    Var<T> lg = generator_loss(tg_, model.d(tg_, noisy(tg_, fake, st.noise_std)), opt.loss);
+    tg_.backward(lg);
+    set_d_frozen(false);
+    opt_g.step();
+    opt_g.zero_grad();
+    st.loss_g = double(lg.item());
+    ++step;
+    return st;
+  }
+
+  // G in eval mode (running BatchNorm statistics) on latent codes z (N, z_dim), `batch` at a time.
+  Tensor<T> generate(const Tensor<T>& z, index_t batch = 500) {
+    MARROW_CHECK(z.ndim() == 2 && z.dim(1) == model.cfg.z_dim, "generate: z ", z.shape().str(), " is not (N, ",
+                 model.cfg.z_dim, ")");
+    return generate_with(model.g, z, batch);
+  }
+
+  static Tensor<T> generate_with(Generator<T>& g, const Tensor<T>& z, index_t batch = 500) {
+    const index_t N = z.dim(0), Z = z.dim(1), S = g.cfg.image, C = g.cfg.channels;
+    const bool was_training = g.bn0.training;
+    set_training<T>(g, false);
+    Tensor<T> out = Tensor<T>::uninitialized({N, C, S, S});
+    Tape<T> t;
+    auto guard = t.no_grad();
+    for (index_t s = 0; s < N; s += batch) {
+      const index_t n = std::min(batch, N - s);
+      Tensor<T> zb = Tensor<T>::uninitialized({n, Z});
+      std::copy_n(z.data() + s * Z, n * Z, zb.data());
+      Var<T> x = g(t, t.input(zb));
+      std::copy_n(x.value().data(), x.numel(), out.data() + s * C * S * S);
+      t.reset();
+    }
+    set_training<T>(g, was_training);
+    return out;
+  }
+
+ private:
+  Tape<T> tg_, td_;
+
+  static const TrainOptions& check(const TrainOptions& o) {
+    MARROW_CHECK(o.lr_g >= 0 && o.lr_d >= 0, "gan: learning rates must be >= 0, got lr_g ", o.lr_g, ", lr_d ", o.lr_d);
+    MARROW_CHECK(o.label_smoothing >= 0 && o.label_smoothing < 0.5, "gan: label_smoothing ", o.label_smoothing,
+                 " must be in [0, 0.5)");
+    MARROW_CHECK(o.instance_noise >= 0 && o.noise_steps >= 0, "gan: instance_noise ", o.instance_noise,
+                 " and noise_steps ", o.noise_steps, " must be >= 0");
+    return o;
+  }
+  static AdamOptions<T> adam(double lr, const TrainOptions& o) {
+    AdamOptions<T> a;
+    a.lr = T(lr);
+    a.beta1 = T(o.beta1);
+    a.beta2 = T(o.beta2);
+    return a;
+  }
+  Var<T> noisy(Tape<T>& t, const Var<T>& x, double sd) {
+    if (sd <= 0.0) return x;
+    return add(t, x, t.input(randn<T>(x.shape(), rng, 0.0, sd)));
+  }
+  static double mean_sigmoid(const Tensor<T>& logits) {
+    double s = 0;
+    for (index_t i = 0; i < logits.numel(); ++i) s += 1.0 / (1.0 + std::exp(-double(logits[i])));
+    return s / double(logits.numel());
+  }
+  void set_d_frozen(bool frozen) {
+    for (auto& p : opt_d.groups()[0].params) p.param->set_requires_grad(!frozen);
+  }
+};
+
+}  // namespace marrow::gan
+
+/* Gradients (s = σ(logit), y = real target):
+   D, ns/minimax   ∂/∂D(x) = (s − y)/N          ∂/∂D(G(z)) = s/N
+   D, hinge        ∂/∂D(x) = −[D(x) < 1]/N       ∂/∂D(G(z)) = [D(G(z)) > −1]/N
+   G, ns           ∂/∂D(G(z)) = (s − 1)/N        G, minimax  −s/N        G, hinge  −1/N
+   Instance noise is a constant added to D's inputs: gradients pass through unchanged.
+*/

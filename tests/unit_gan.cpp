@@ -1,0 +1,271 @@
+// The DCGAN, its losses and training step, the LeNet yardstick and the GAN metrics.
+#include "testing.hpp"
+
+#include <cmath>
+#include <models/dcgan.hpp>
+#include <models/gan_metrics.hpp>
+#include <models/lenet.hpp>
+
+using namespace marrow;
+using namespace marrow::gan;
+using marrow::lenet::LeNet;
+using marrow::lenet::LeNetConfig;
+
+namespace {
+DcganConfig tiny_gan(bool bn = true, double dropout = 0.0) {
+  DcganConfig c;
+  c.z_dim = 3, c.image = 8, c.channels = 1, c.g_width = 2, c.d_width = 2;
+  c.d_batchnorm = bn, c.d_dropout = dropout;
+  return c;
+}
+
+// Every parameter of G and D, through D's loss (fakes not detached, so G is
+// reached too) or G's loss. The dropout generator restarts on every call: the
+// finite differences must see the same mask as the analytic pass.
+void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing, bool noise) {
+  Rng rng(7);
+  Dcgan<double> m(tiny_gan(bn, dropout), rng);
+  const index_t N = 3;
+  Tensor<double> z = randn<double>({N, 3}, rng);
+  Tensor<double> real = uniform<double>({N, 1, 8, 8}, rng, -1.0, 1.0);
+  Tensor<double> n1 = randn<double>({N, 1, 8, 8}, rng, 0.0, noise ? 0.1 : 0.0);
+  Tensor<double> n2 = randn<double>({N, 1, 8, 8}, rng, 0.0, noise ? 0.1 : 0.0);
+  auto d_of = [&](Tape<double>& t, Var<double> x, const Tensor<double>& nz) {
+    return m.d(t, noise ? add(t, x, t.input(nz)) : x);
+  };
+  // Hinge: spread the logits past ±1, or D's fc bias gets −1/N + 1/N = 0 from every
+  // sample pair and its (exactly zero) gradient cannot be told from round-off.
+  if (kind == GanLoss::Hinge) {
+    m.d.fc.weight.value().arr() *= 40.0;
+    m.d.fc.bias.value()[0] = 1.0;
+  }
+  auto params = parameters<double>(m);
+  CHECK(params.size() == (bn ? 15u : 14u));
+  auto d_loss = [&](Tape<double>& t) {
+    m.d.drop.rng = Rng(11);
+    Var<double> fake = m.g(t, t.input(z));
+    return discriminator_loss(t, d_of(t, t.input(real), n1), d_of(t, fake, n2), kind, 1.0 - smoothing);
+  };
+  auto g_loss = [&](Tape<double>& t) {
+    m.d.drop.rng = Rng(11);
+    return generator_loss(t, d_of(t, m.g(t, t.input(z)), n2), kind);
+  };
+  // floor 1e-4 and tolerance 1e-5: through BatchNorm over 3 samples and tanh, central
+  // differences of the O(1) losses carry ~1e-10 absolute round-off, so gradients of
+  // 1e-4 come out with ~1e-6 relative noise; a wrong rule is off by far more.
+  auto rd = gradcheck(params, d_loss, {.samples_per_tensor = 24, .floor = 1e-4});
+  MARROW_CHECK_GRAD(rd, 1e-5);
+  auto rg = gradcheck(params, g_loss, {.samples_per_tensor = 24, .floor = 1e-4});
+  MARROW_CHECK_GRAD(rg, 1e-5);
+}
+}  // namespace
+
+// ---- DCGAN ------------------------------------------------------------------------------
+TEST_CASE("dcgan: gradients of every parameter, non-saturating loss") {
+  check_gan_gradients(GanLoss::NonSaturating, true, 0.0, 0.0, false);
+}
+TEST_CASE("dcgan: gradients with label smoothing, instance noise and dropout in D") {
+  check_gan_gradients(GanLoss::NonSaturating, true, 0.3, 0.1, true);
+}
+TEST_CASE("dcgan: gradients, minimax loss, D without BatchNorm") {
+  check_gan_gradients(GanLoss::Minimax, false, 0.0, 0.0, false);
+}
+TEST_CASE("dcgan: gradients, hinge loss") { check_gan_gradients(GanLoss::Hinge, true, 0.0, 0.0, false); }
+TEST_CASE("dcgan: gradients, hinge loss with dropout and noise, D without BatchNorm") {
+  check_gan_gradients(GanLoss::Hinge, false, 0.25, 0.0, true);
+}
+
+TEST_CASE("dcgan: shapes, ranges and parameter names") {
+  Rng rng(0);
+  Dcgan<float> m(DcganConfig{}, rng);
+  Tape<float> t;
+  Var<float> x = m.g(t, t.input(randn<float>({4, 100}, rng)));
+  CHECK(x.shape() == Shape{4, 1, 28, 28});
+  CHECK(x.value().arr().maxCoeff() < 1.0f);
+  CHECK(x.value().arr().minCoeff() > -1.0f);
+  Var<float> l = m.d(t, x);
+  CHECK(l.shape() == Shape{4});
+  auto ps = parameters<float>(m);
+  REQUIRE(ps.size() == 15);
+  CHECK(ps[0].name == "generator.fc.weight");
+  CHECK(ps[8].name == "discriminator.c1.weight");
+  // The reference architecture: G 100→6272 (no bias, BN), 128→64→1; D 1→64→128→1.
+  CHECK(m.g.fc.weight.shape() == Shape{6272, 100});
+  CHECK(m.g.up1.weight.shape() == Shape{128, 64, 4, 4});
+  CHECK(m.d.c2.weight.shape() == Shape{128, 64, 4, 4});
+  CHECK(m.d.fc.weight.shape() == Shape{1, 6272});
+}
+
+TEST_CASE("dcgan: bad shapes and configs name the cause") {
+  Rng rng(0);
+  Dcgan<float> m(tiny_gan(), rng);
+  Tape<float> t;
+  CHECK_THROWS_WITH(m.d(t, t.input(zeros<float>({2, 1, 9, 9}))),
+                    doctest::Contains("Discriminator: input (2, 1, 9, 9) is not (N, 1, 8, 8)"));
+  CHECK_THROWS_WITH(m.g(t, t.input(zeros<float>({2, 4}))), doctest::Contains("Generator: z (2, 4) is not (N, 3)"));
+  DcganConfig bad;
+  bad.image = 30;
+  CHECK_THROWS_WITH(Dcgan<float>(bad, rng), doctest::Contains("image side 30 must be a positive multiple of 4"));
+  CHECK_THROWS_WITH(parse_gan_loss("wgan"), doctest::Contains("unknown GAN loss 'wgan'"));
+  CHECK_THROWS_WITH(discriminator_loss(t, t.input(zeros<float>({2, 1})), t.input(zeros<float>({2})), GanLoss::Hinge),
+                    doctest::Contains("discriminator_loss: logits (2, 1) and (2,) must be (N)"));
+}
+
+TEST_CASE("dcgan: loss values by hand") {
+  Tape<double> t;
+  Var<double> r = t.input(Tensor<double>({2}, {1.0, 1.0}));
+  Var<double> f = t.input(Tensor<double>({2}, {-1.0, -1.0}));
+  const double sp1 = std::log1p(std::exp(-1.0));  // softplus(−1)
+  // BCE(x, y) = (1 − y)·x + softplus(−x)
+  CHECK(discriminator_loss(t, r, f, GanLoss::NonSaturating).item() == doctest::Approx(2 * sp1));
+  CHECK(discriminator_loss(t, r, f, GanLoss::NonSaturating, 0.9).item() == doctest::Approx(0.1 + 2 * sp1));
+  CHECK(generator_loss(t, f, GanLoss::NonSaturating).item() == doctest::Approx(1.0 + sp1));
+  CHECK(generator_loss(t, f, GanLoss::Minimax).item() == doctest::Approx(-sp1));
+  Var<double> hr = t.input(Tensor<double>({2}, {0.5, 2.0}));
+  Var<double> hf = t.input(Tensor<double>({2}, {-2.0, 0.0}));
+  CHECK(discriminator_loss(t, hr, hf, GanLoss::Hinge).item() == doctest::Approx(0.25 + 0.5));
+  CHECK(generator_loss(t, hf, GanLoss::Hinge).item() == doctest::Approx(1.0));
+}
+
+TEST_CASE("dcgan: instance noise anneals linearly to zero") {
+  TrainOptions o;
+  CHECK(noise_std_at(o, 0) == 0.0);
+  o.instance_noise = 0.2, o.noise_steps = 100;
+  CHECK(noise_std_at(o, 0) == doctest::Approx(0.2));
+  CHECK(noise_std_at(o, 50) == doctest::Approx(0.1));
+  CHECK(noise_std_at(o, 100) == 0.0);
+  CHECK(noise_std_at(o, 1000) == 0.0);
+}
+
+TEST_CASE("dcgan: a training step updates both nets and leaves no gradient behind") {
+  TrainOptions o;
+  o.instance_noise = 0.1, o.noise_steps = 10, o.label_smoothing = 0.1, o.lr_d = 4e-4, o.lr_g = 1e-4;
+  Trainer<float> tr(tiny_gan(true, 0.2), o, 3);
+  Rng rng(1);
+  Tensor<float> real = uniform<float>({6, 1, 8, 8}, rng, -1.0, 1.0);
+  const Tensor<float> g0 = tr.model.g.up2.weight.value().clone(), d0 = tr.model.d.c1.weight.value().clone();
+  StepStats s = tr.train_step(real);
+  CHECK(std::isfinite(s.loss_d));
+  CHECK(std::isfinite(s.loss_g));
+  CHECK(s.d_real > 0.0);
+  CHECK(s.d_real < 1.0);
+  CHECK(s.noise_std == doctest::Approx(0.1));
+  CHECK(tr.step == 1);
+  CHECK((tr.model.g.up2.weight.value().arr() - g0.arr()).abs().maxCoeff() > 0.0f);
+  CHECK((tr.model.d.c1.weight.value().arr() - d0.arr()).abs().maxCoeff() > 0.0f);
+  for (auto& p : parameters<float>(tr.model)) {
+    CHECK_MESSAGE(p.param->requires_grad(), p.name);  // D unfrozen again after the G update
+    if (p.param->has_grad()) CHECK_MESSAGE(p.param->grad().arr().abs().maxCoeff() == 0.0f, p.name);
+  }
+  CHECK(tr.train_step(real).noise_std == doctest::Approx(0.09));
+  Tensor<float> imgs = tr.generate(randn<float>({5, 3}, rng), 2);
+  CHECK(imgs.shape() == Shape{5, 1, 8, 8});
+  CHECK(tr.model.g.bn0.training);  // generate() restores train mode
+  CHECK_THROWS_WITH(tr.train_step(zeros<float>({6, 1, 4, 4})), doctest::Contains("gan train_step: batch (6, 1, 4, 4)"));
+}
+
+// ---- LeNet -------------------------------------------------------------------------------
+TEST_CASE("lenet: gradients of every parameter through cross-entropy") {
+  Rng rng(5);
+  LeNetConfig c;
+  c.image = 8, c.c1 = 2, c.c2 = 3, c.kernel = 3, c.hidden = 4, c.classes = 3, c.dropout = 0.3;
+  LeNet<double> net(c, rng);
+  Tensor<double> x = uniform<double>({4, 1, 8, 8}, rng, -1.0, 1.0);
+  Tensor<std::int32_t> y({4}, {0, 2, 1, 2});
+  auto params = parameters<double>(net);
+  CHECK(params.size() == 11);
+  auto r = gradcheck(params, [&](Tape<double>& t) {
+    net.drop.rng = Rng(3);
+    return cross_entropy(t, net(t, t.input(x)), y);
+  }, {.samples_per_tensor = 24});
+  MARROW_CHECK_GRAD(r, 1e-6);
+}
+
+TEST_CASE("lenet: shapes, config round trip and errors") {
+  Rng rng(0);
+  LeNetConfig c;
+  LeNet<float> net(c, rng);
+  Tape<float> t;
+  auto o = net.forward(t, t.input(randn<float>({3, 1, 28, 28}, rng)));
+  CHECK(o.features.shape() == Shape{3, 128});
+  CHECK(o.logits.shape() == Shape{3, 10});
+  LeNetConfig d = LeNetConfig::from_json(Json::parse(c.to_json().dump()));
+  CHECK(d.c1 == c.c1);
+  CHECK(d.hidden == c.hidden);
+  CHECK(d.dropout == c.dropout);
+  CHECK_THROWS_WITH(net(t, t.input(zeros<float>({2, 1, 32, 32}))),
+                    doctest::Contains("LeNet: input (2, 1, 32, 32) is not (N, 1, 28, 28)"));
+  LeNetConfig bad;
+  bad.kernel = 4;
+  CHECK_THROWS_WITH(LeNet<float>(bad, rng), doctest::Contains("kernel 4 must be odd"));
+}
+
+// ---- metrics -----------------------------------------------------------------------------
+TEST_CASE("gan metrics: feature statistics and Frechet distance by hand") {
+  FeatureStats s = feature_stats(Tensor<double>({2, 2}, {1, 2, 3, 6}));
+  CHECK(s.mean(0) == doctest::Approx(2));
+  CHECK(s.mean(1) == doctest::Approx(4));
+  CHECK(s.cov(0, 0) == doctest::Approx(2));  // unbiased: ((−1)² + 1²) / 1
+  CHECK(s.cov(1, 1) == doctest::Approx(8));
+  CHECK(s.cov(0, 1) == doctest::Approx(4));
+  // Diagonal covariances commute: tr √(S1 S2) = Σ √(a_i b_i).
+  FeatureStats a, b;
+  a.mean = Eigen::Vector2d(0, 0), b.mean = Eigen::Vector2d(1, 2);
+  a.cov = Eigen::Vector2d(1, 4).asDiagonal(), b.cov = Eigen::Vector2d(4, 9).asDiagonal();
+  CHECK(frechet_distance(a, b) == doctest::Approx(5 + 18 - 2 * (2 + 6)));
+  CHECK(frechet_distance(a, a) == doctest::Approx(0).epsilon(1e-9));
+  // Non-commuting: S2 of rank 1 along e0 leaves one eigenvalue, tr(S1 S2) = S1[0][0].
+  Eigen::Matrix2d s1, s2;
+  s1 << 2, 1, 1, 2;
+  s2 << 1, 0, 0, 0;
+  CHECK(trace_sqrt_product(s1, s2) == doctest::Approx(std::sqrt(2.0)));
+  CHECK((sqrt_psd(s1) * sqrt_psd(s1) - s1).norm() < 1e-12);
+  // Samples of one distribution against themselves: 0; shifted by 1 in every dim: D.
+  Rng rng(2);
+  Tensor<double> f = randn<double>({400, 3}, rng);
+  Tensor<double> g = f.clone();
+  g.arr() += 1.0;
+  CHECK(frechet_distance(feature_stats(f), feature_stats(f)) == doctest::Approx(0).epsilon(1e-9));
+  CHECK(frechet_distance(feature_stats(f), feature_stats(g)) == doctest::Approx(3.0));
+  FeatureStats c3 = feature_stats(f);
+  CHECK_THROWS_WITH(frechet_distance(a, c3), doctest::Contains("frechet_distance: feature sizes 2 and 3 differ"));
+  CHECK_THROWS_WITH(feature_stats(Tensor<double>({1, 2}, {1, 2})),
+                    doctest::Contains("feature_stats: features (1, 2) must be (N, D) with N >= 2"));
+}
+
+TEST_CASE("gan metrics: score and class histogram by hand") {
+  // Confident and balanced over 10 classes: exp(log 10) = 10.
+  Tensor<float> onehot = zeros<float>({20, 10});
+  for (int i = 0; i < 20; ++i) onehot[i * 10 + i % 10] = 1.0f;
+  CHECK(classifier_score(onehot) == doctest::Approx(10.0));
+  // Every row the same: p(y|x) = p(y), score 1.
+  CHECK(classifier_score(full<float>({5, 10}, 0.1f)) == doctest::Approx(1.0));
+  // rows [1, 0] and [.5, .5]: p(y) = [.75, .25]; KL = log(4/3) and ½log(2/3) + ½log 2.
+  Tensor<double> p({2, 2}, {1.0, 0.0, 0.5, 0.5});
+  const double kl = 0.5 * (std::log(4.0 / 3.0) + 0.5 * std::log(2.0 / 3.0) + 0.5 * std::log(2.0));
+  CHECK(classifier_score(p) == doctest::Approx(std::exp(kl)));
+  auto h = class_histogram(Tensor<double>({4, 3}, {0.1, 0.8, 0.1, 0.6, 0.3, 0.1, 0.2, 0.7, 0.1, 0.1, 0.1, 0.8}));
+  CHECK(h[0] == doctest::Approx(0.25));
+  CHECK(h[1] == doctest::Approx(0.5));
+  CHECK(h[2] == doctest::Approx(0.25));
+  CHECK(rare_classes({0.3, 0.04, 0.66}) == std::vector<int>{1});
+  CHECK(rare_classes({0.3, 0.04, 0.66}, 0.35) == std::vector<int>{0, 1});
+  CHECK_THROWS_WITH(classifier_score(Tensor<float>({3}, {1, 0, 0})), doctest::Contains("classifier_score: probs (3,)"));
+}
+
+TEST_CASE("gan metrics: classify runs the classifier in eval mode, in batches") {
+  Rng rng(4);
+  LeNetConfig c;
+  c.c1 = 2, c.c2 = 2, c.hidden = 6;
+  LeNet<float> net(c, rng);
+  Tensor<float> x = uniform<float>({7, 1, 28, 28}, rng, -1.0, 1.0);
+  Classified a = classify(net, x, 3), b = classify(net, x, 7);
+  CHECK(a.features.shape() == Shape{7, 6});
+  CHECK(a.probs.shape() == Shape{7, 10});
+  CHECK((a.probs.arr() - b.probs.arr()).abs().maxCoeff() < 1e-5f);  // batching does not matter in eval mode
+  CHECK(a.probs.mat().rowwise().sum().minCoeff() == doctest::Approx(1.0));
+  CHECK(net.bn1.training);
+  SampleReport r = report(net, x, feature_stats(a.features));
+  CHECK(r.fid == doctest::Approx(0).epsilon(1e-6));
+  CHECK(r.histogram.size() == 10);
+}
