@@ -2,13 +2,17 @@
 // /work/shared/bench/ops_peer.py (float, loss = sum of the output).
 // Not part of the CMake build:
 //   g++ -std=c++20 -O2 -march=native -fopenmp -Iinclude -I/usr/include/eigen3 bench/conv_timing.cpp -o conv_timing
-//   OMP_NUM_THREADS=2 ./conv_timing [reps]
+//   OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive ./conv_timing [reps] [extra] [levels]
+// With a third argument: only the U-Net's 3x3 levels and DCGAN's widest conv. The PyTorch
+// side is F.conv2d(x, w, b, stride, padding=1).sum().backward() at the same shapes,
+// x requiring grad, torch.set_num_threads(2), timed in the same session.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <marrow/marrow.hpp>
@@ -37,8 +41,31 @@ static void timed(const char* name, int reps, const std::function<void()>& fn) {
 
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::atoi(argv[1]) : 20;
+  // MARROW_WINOGRAD=off|on forces conv2d's 3x3 stride-1 kernel (default: chosen by shape).
+  if (const char* m = std::getenv("MARROW_WINOGRAD"))
+    detail::conv_winograd = std::string(m) == "off" ? detail::WinogradMode::Off
+                            : std::string(m) == "on" ? detail::WinogradMode::On
+                                                     : detail::WinogradMode::Auto;
   Rng rng(0);
   Tape<float> t;
+  if (argc > 3) {
+    struct L { const char* name; Shape x, w; int s; };
+    for (const L& l : {L{"unet 4x16x256x256->16 k3p1", {4, 16, 256, 256}, {16, 16, 3, 3}, 1},
+                       L{"unet 4x32x128x128->32 k3p1", {4, 32, 128, 128}, {32, 32, 3, 3}, 1},
+                       L{"unet 4x64x64x64->64 k3p1", {4, 64, 64, 64}, {64, 64, 3, 3}, 1},
+                       L{"unet 4x128x32x32->128 k3p1", {4, 128, 32, 32}, {128, 128, 3, 3}, 1},
+                       L{"unet 4x256x16x16->256 k3p1", {4, 256, 16, 16}, {256, 256, 3, 3}, 1},
+                       L{"dcgan 64x64x14x14->128 k4s2p1", {64, 64, 14, 14}, {128, 64, 4, 4}, 2}}) {
+      Tensor<float> x = randn<float>(l.x, rng);
+      Param<float> w(randn<float>(l.w, rng)), b(randn<float>({l.w[0]}, rng));
+      timed(l.name, reps, [&] {
+        t.reset();
+        auto xv = t.leaf(x);
+        t.backward(sum(t, conv2d(t, xv, w, b, l.s, 1)));
+      });
+    }
+    return 0;
+  }
   {
     Tensor<float> x = randn<float>({4, 32, 128, 128}, rng);
     Param<float> w(randn<float>({32, 32, 3, 3}, rng)), b(randn<float>({32}, rng));

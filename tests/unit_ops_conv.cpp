@@ -125,12 +125,139 @@ TEST_CASE("conv2d: float path with threads, bands and image groups matches the d
         auto yd = conv2d(td, xw, ww, bw, s, 1);
         td.backward(yd, gy);
       });
+      // Error relative to the largest entry: dW entries are sums over every pixel, and
+      // Winograd (the stride-1 case) amplifies float rounding ~10x (~1e-5 of the largest
+      // entry here), so a small entry's own relative error says little about correctness.
       auto rel = [](const Tensor<float>& a, const Tensor<double>& b) {
-        return ((a.cast<double>().arr() - b.arr()).abs() / (1 + b.arr().abs())).maxCoeff();
+        return (a.cast<double>().arr() - b.arr()).abs().maxCoeff() / (1 + b.arr().abs().maxCoeff());
       };
       CHECK(rel(x.grad(), xw.grad()) < 1e-4);
       CHECK(rel(w.grad(), ww.grad()) < 1e-4);
       CHECK(rel(b.grad(), bw.grad()) < 1e-4);
+    }
+}
+
+// Run a body with conv2d's 3x3 stride-1 path forced to Winograd or to im2col, then restore.
+template <class F> void with_winograd(detail::WinogradMode m, F&& f) {
+  const detail::WinogradMode saved = detail::conv_winograd;
+  detail::conv_winograd = m;
+  f();
+  detail::conv_winograd = saved;
+}
+
+TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles, bias, block size") {
+  // Sizes that are not multiples of the 4x4 output tile, so partial tiles are exercised.
+  // Off: the same cases through im2col, which Auto no longer picks for them (C = 3).
+  using Mode = detail::WinogradMode;
+  struct S { index_t H, W; };
+  for (Mode mode : {Mode::On, Mode::Off})
+  for (S sz : {S{9, 7}, S{4, 4}, S{6, 13}})
+    for (int p : {0, 1, 2})
+      for (bool bias : {true, false})
+        for (bool tiny : {false, true}) {
+          if (mode == Mode::Off && tiny) continue;  // block size is a Winograd knob
+          CAPTURE(mode == Mode::On);
+          CAPTURE(sz.H);
+          CAPTURE(sz.W);
+          CAPTURE(p);
+          CAPTURE(bias);
+          CAPTURE(tiny);
+          Rng rng(21);
+          Param<double> x(randn<double>({2, 3, sz.H, sz.W}, rng)), w(randn<double>({4, 3, 3, 3}, rng)),
+              b(randn<double>({4}, rng));
+          const std::size_t saved = detail::wino_block_bytes;
+          if (tiny) detail::wino_block_bytes = 1;  // one tile row per block: many blocks, two dx phases
+          with_winograd(mode, [&] {
+            auto f = [&](Tape<double>& t) { return bias ? conv2d(t, x, w, b, 1, p) : conv2d(t, x, w, Var<double>(), 1, p); };
+            // The backward pass is the exact adjoint of the Winograd forward: the same 1e-6 as the direct path.
+            auto r = bias ? gradcheck({&x, &w, &b}, [&](Tape<double>& t) { return project(t, f(t)); }, kLinear)
+                          : gradcheck({&x, &w}, [&](Tape<double>& t) { return project(t, f(t)); }, kLinear);
+            MARROW_CHECK_GRAD(r, 1e-6);
+            Tape<double> t;
+            Tensor<double> y = f(t).value();
+            Tensor<double> want = ref_conv2d(x.value(), w.value(), bias ? &b.value() : nullptr, 1, p, 1);
+            REQUIRE(y.shape() == want.shape());
+            CHECK((y.arr() - want.arr()).abs().maxCoeff() < 1e-11);
+          });
+          detail::wino_block_bytes = saved;
+        }
+}
+
+TEST_CASE("conv2d winograd: hand-computed 3x3 on a 4x4 ramp") {
+  with_winograd(detail::WinogradMode::On, [] {
+    Tape<double> t;
+    auto x = t.input(arange<double>(16).reshape({1, 1, 4, 4}));  // x[i, j] = 4i + j
+    auto w = t.input(Tensor<double>({1, 1, 3, 3}, {1, 0, 0, 0, 1, 0, 0, 0, 1}));  // main diagonal
+    check_values(conv2d(t, x, w, t.input(Tensor<double>({1}, {0.5}))).value(), {15.5, 18.5, 27.5, 30.5});
+    // padding 1: a 4x4 output, one tile; the corners see one or two taps.
+    check_values(conv2d(t, x, w, Var<double>(), 1, 1).value(),
+                 {5, 7, 9, 3, 13, 15, 18, 9, 21, 27, 30, 17, 12, 21, 23, 25});
+  });
+}
+
+TEST_CASE("conv2d winograd: only the gradients asked for, accumulated") {
+  with_winograd(detail::WinogradMode::On, [] {
+    Rng rng(41);
+    Param<double> x(randn<double>({2, 3, 9, 7}, rng)), w(randn<double>({4, 3, 3, 3}, rng));
+    auto run = [&](bool x_grad) {
+      Tape<double> t;
+      auto y = conv2d(t, x_grad ? Var<double>(x) : t.input(x.value()), w, Var<double>(), 1, 1);
+      t.backward(project(t, y));
+    };
+    run(true);
+    const Tensor<double> gx = x.grad().clone(), gw = w.grad().clone();
+    run(true);  // a second tape adds onto the parameters' gradients
+    CHECK((x.grad().arr() - 2 * gx.arr()).abs().maxCoeff() < 1e-12);
+    CHECK((w.grad().arr() - 2 * gw.arr()).abs().maxCoeff() < 1e-12);
+    x.zero_grad();
+    w.zero_grad();
+    run(false);  // x is a constant: dW only
+    CHECK((w.grad().arr() - gw.arr()).abs().maxCoeff() < 1e-12);
+    CHECK(x.grad().arr().abs().maxCoeff() == 0);  // zeroed above, untouched since
+    w.zero_grad();
+    w.set_requires_grad(false);  // frozen weight: dx only
+    run(true);
+    CHECK((x.grad().arr() - gx.arr()).abs().maxCoeff() < 1e-12);
+    CHECK((w.grad().arr()).abs().maxCoeff() == 0);
+  });
+}
+
+TEST_CASE("conv2d winograd: float values and gradients within 1e-5 (of the largest entry) of the direct path, threads, block modes") {
+  // (2, 16, 20, 19): one block shared by all threads by default, one tile row per
+  // block (independent blocks, two dx phases) when tiny; (3, 24, 33, 8): many blocks.
+  struct Case { Shape x; index_t O; };
+  for (const Case& c : {Case{{2, 16, 20, 19}, 16}, Case{{3, 24, 33, 8}, 12}})
+    for (bool tiny : {false, true}) {
+      CAPTURE(c.x.str());
+      CAPTURE(tiny);
+      Rng rng(31);
+      Tensor<double> xd = randn<double>(c.x, rng), wd = randn<double>({c.O, c.x[1], 3, 3}, rng, 0.0, 0.2),
+                     bd = randn<double>({c.O}, rng);
+      const std::size_t saved = detail::wino_block_bytes;
+      if (tiny) detail::wino_block_bytes = 1;
+      Tape<float> t;
+      Param<float> w(wd.cast<float>()), b(bd.cast<float>());
+      auto x = t.leaf(xd.cast<float>());
+      Var<float> y;
+      with_winograd(detail::WinogradMode::On, [&] { y = conv2d(t, x, w, b, 1, 1); });
+      Tensor<double> gy = randn<double>(y.shape(), rng);
+      t.backward(y, gy.cast<float>());
+      detail::wino_block_bytes = saved;
+      Param<double> xw(xd.clone()), ww(wd.clone()), bw(bd.clone());
+      Tensor<double> yd;
+      with_winograd(detail::WinogradMode::Off, [&] {
+        Tape<double> td;
+        auto v = conv2d(td, xw, ww, bw, 1, 1);
+        yd = v.value();
+        td.backward(v, gy);
+      });
+      auto rel = [](const Tensor<float>& a, const Tensor<double>& b) {
+        return (a.cast<double>().arr() - b.arr()).abs().maxCoeff() / b.arr().abs().maxCoeff();
+      };
+      CHECK(rel(y.value(), yd) < 1e-5);
+      CHECK(rel(x.grad(), xw.grad()) < 1e-5);
+      CHECK(rel(w.grad(), ww.grad()) < 1e-5);
+      CHECK(rel(b.grad(), bw.grad()) < 1e-5);
     }
 }
 
