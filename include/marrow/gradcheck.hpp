@@ -81,7 +81,11 @@ inline GradcheckResult gradcheck(std::initializer_list<Param<double>*> params,
                                  const std::function<Var<double>(Tape<double>&)>& loss, GradcheckOptions opt = {}) {
   ParamList<double> list;
   int k = 0;
-  for (auto* p : params) list.push_back({"p" + std::to_string(k++), p});
+  for (auto* p : params) {
+    std::string name = "p";  // not "p" + to_string(): GCC 12 warns falsely (-Wstringop-overflow) on that
+    name += std::to_string(k++);
+    list.push_back({std::move(name), p});
+  }
   return gradcheck(list, loss, opt);
 }
 
