@@ -177,7 +177,7 @@ TEST_CASE("lenet: gradients of every parameter through cross-entropy") {
   auto r = gradcheck(params, [&](Tape<double>& t) {
     net.drop.rng = Rng(3);
     return cross_entropy(t, net(t, t.input(x)), y);
-  }, {.samples_per_tensor = 24});
+  }, {.samples_per_tensor = 24, .floor = 1e-4});  // floor: bn2.bias's gradient is ~0 (1e-17), rounding decides
   MARROW_CHECK_GRAD(r, 1e-6);
 }
 
