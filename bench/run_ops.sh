@@ -21,7 +21,7 @@ else
 fi
 python3 - "$tmp/ours.json" "$tmp/peer.jsonl" <<'PY'
 import json, sys
-ours = {b["run_name"]: b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("aggregate_name") == "median"}
+ours = {b["run_name"].split("/")[0]: b["real_time"] for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("aggregate_name") == "median"}
 peer = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
 names = ["linear_768x128_to_512", "causal_attention_B12_H4_T64_D32", "conv2d_3x3_4x32x128x128_to_32",
          "conv_transpose2d_2x2_s2_4x64x64x64_to_32", "layer_norm_768x128", "cross_entropy_768x65"]

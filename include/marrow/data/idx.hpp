@@ -215,10 +215,14 @@ inline IdxArray parse_idx(const std::vector<std::uint8_t>& b, const std::string&
     a.dims.push_back(index_t(std::uint32_t(b[p]) << 24 | std::uint32_t(b[p + 1]) << 16 | std::uint32_t(b[p + 2]) << 8 | b[p + 3]));
   }
   // Up to 255 uint32 dims: the product can overflow 64 bits, so it is computed with checks.
+  // A zero dim makes the array empty, but the other dims must still multiply within
+  // index_t: numel() and Shape multiply all of them (fuzzing found 0 x 2^31 x ... overflowing).
   std::uint64_t count = 1, declared = 0;
   bool over = false;
-  for (index_t d : a.dims) over = __builtin_mul_overflow(count, std::uint64_t(d), &count) || over;
-  if (std::find(a.dims.begin(), a.dims.end(), 0) != a.dims.end()) count = 0, over = false;
+  for (index_t d : a.dims)
+    if (d != 0) over = __builtin_mul_overflow(count, std::uint64_t(d), &count) || over;
+  over = over || count > std::uint64_t(std::numeric_limits<index_t>::max());
+  if (std::find(a.dims.begin(), a.dims.end(), 0) != a.dims.end()) count = 0;
   over = over || __builtin_mul_overflow(count, std::uint64_t(esize), &declared);
   std::string dims_str;
   for (std::size_t i = 0; i < rank; ++i) dims_str += (i ? "x" : "") + std::to_string(a.dims[i]);

@@ -32,14 +32,95 @@ struct Image {
   std::uint8_t at(int y, int x, int c) const { return pixels[(std::size_t(y) * width + x) * channels + c]; }
 };
 
-// Decode PNG/JPEG/BMP/... bytes; desired_channels 0 keeps the file's, 1..4 converts.
+namespace detail {
+// stb_image 2.27 (Debian 12's) writes past a Huffman table when a JPEG DHT segment declares
+// more than 256 codes (found by fuzzing; fixed upstream in 2.28). Refuse such files before
+// stb sees them. The walk visits every marker stb could act on: it skips bytes outside
+// segments one at a time (as stb does between segments and in entropy-coded data) and
+// jumps over length-prefixed segments (stb refuses any whose contents disagree with the length).
+inline bool jpeg_huffman_tables_ok(const std::uint8_t* p, std::size_t n) {
+  std::size_t i = 0;
+  while (i < n && p[i] == 0xFF) ++i;  // stb accepts fill bytes before SOI too (found by fuzzing)
+  if (i == 0 || i >= n || p[i] != 0xD8) return true;  // not a JPEG
+  ++i;
+  auto at = [&](std::size_t k) -> unsigned { return k < n ? p[k] : 0u; };  // stb reads 0 past the end
+  while (i < n) {
+    if (p[i] != 0xFF) { ++i; continue; }
+    while (i < n && p[i] == 0xFF) ++i;  // fill bytes
+    if (i >= n) break;
+    const unsigned m = p[i++];
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // stuffed 0xFF, TEM, RST: no length
+    if (m == 0xD9) break;                                               // EOI: stb stops reading
+    const std::size_t len = at(i) << 8 | at(i + 1);
+    if (m == 0xC4) {  // DHT: tables of (class/id, 16 code counts, values), as stb consumes them
+      long left = long(len) - 2;
+      std::size_t k = i + 2;
+      while (left > 0) {
+        const unsigned q = at(k++);
+        if ((q >> 4) > 1 || (q & 15) > 3) break;  // stb refuses this header itself
+        unsigned codes = 0;
+        for (int b = 0; b < 16; ++b) codes += at(k++);
+        if (codes > 256) return false;
+        k += codes;
+        left -= 17 + long(codes);
+      }
+    }
+    if (len < 2) break;  // stb skips to the end or fails here
+    i += len;
+  }
+  return true;
+}
+
+// stb grows its IDAT buffer to a chunk's declared length before reading it, so a 300-byte
+// PNG declaring a 1 GiB chunk made it allocate 2 GiB (found by fuzzing). Every chunk up to
+// IEND must fit in the file.
+inline bool png_chunks_fit(const std::uint8_t* p, std::size_t n) {
+  static constexpr std::uint8_t kSignature[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+  if (n < 8 || !std::equal(kSignature, kSignature + 8, p)) return true;  // not a PNG
+  for (std::size_t i = 8; i + 8 <= n;) {
+    const std::size_t len = std::size_t(p[i]) << 24 | std::size_t(p[i + 1]) << 16 | std::size_t(p[i + 2]) << 8 | p[i + 3];
+    if (len > n - i - 8) return false;
+    if (std::equal(p + i + 4, p + i + 8, "IEND")) break;
+    i += 12 + len;
+  }
+  return true;
+}
+}  // namespace detail
+
+// The most pixels decode_image accepts (default 8192 x 8192). stb sizes its buffers from the
+// header, so without a cap a tiny file claiming 30000 x 30000 pixels makes it allocate
+// gigabytes; an RLE TGA or a JPEG of a few hundred bytes can still declare up to the cap
+// (~0.3 s and 256 MB to decode). The fuzz build lowers it to keep each input fast.
+#ifndef MARROW_MAX_IMAGE_PIXELS
+#define MARROW_MAX_IMAGE_PIXELS (std::int64_t(1) << 26)
+#endif
+inline constexpr std::int64_t kMaxImagePixels = MARROW_MAX_IMAGE_PIXELS;
+
+// Decode PNG/JPEG/BMP/TGA bytes; desired_channels 0 keeps the file's, 1..4 converts.
 inline Image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& name, int desired_channels = 0) {
   MARROW_CHECK(desired_channels >= 0 && desired_channels <= 4, "load_image '", name, "': desired_channels ",
                desired_channels, " not in 0..4");
+  MARROW_CHECK(!bytes.empty(), "load_image '", name, "': file is empty");  // stb would say "unknown image type"
   MARROW_CHECK(bytes.size() <= std::size_t(std::numeric_limits<int>::max()), "load_image '", name, "': file too large");
+  MARROW_CHECK(detail::jpeg_huffman_tables_ok(bytes.data(), bytes.size()), "load_image '", name,
+               "': corrupt JPEG (a Huffman table declares more than 256 codes)");
+  MARROW_CHECK(detail::png_chunks_fit(bytes.data(), bytes.size()), "load_image '", name,
+               "': corrupt PNG (a chunk runs past the end of the file; truncated?)");
   int w = 0, h = 0, c = 0;
+  // stb's info reports a top-down BMP's height negative (its loader takes the absolute value),
+  // so a 5 x -16.7M BMP slipped past a plain w * h check (found by fuzzing). An image whose size
+  // cannot be read first is refused.
+  MARROW_CHECK(stbi_info_from_memory(bytes.data(), int(bytes.size()), &w, &h, &c), "load_image '", name, "': ",
+               stbi_failure_reason());
+  const std::int64_t aw = w < 0 ? -std::int64_t(w) : w, ah = h < 0 ? -std::int64_t(h) : h;
+  MARROW_CHECK(aw * ah <= kMaxImagePixels, "load_image '", name, "': ", aw, "x", ah,
+               " pixels exceed the limit of ", kMaxImagePixels, " (a corrupt header, or too large to train on)");
   unsigned char* p = stbi_load_from_memory(bytes.data(), int(bytes.size()), &w, &h, &c, desired_channels);
   MARROW_CHECK(p != nullptr, "load_image '", name, "': ", stbi_failure_reason());
+  if (w <= 0 || h <= 0) {  // stb accepts a BMP of height 0 (found by fuzzing): an image of no pixels
+    stbi_image_free(p);
+    MARROW_CHECK(false, "load_image '", name, "': empty image (", w, "x", h, " pixels)");
+  }
   Image img;
   img.width = w;
   img.height = h;

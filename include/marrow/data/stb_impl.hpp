@@ -22,6 +22,14 @@
 #ifndef STB_IMAGE_STATIC
 #define STB_IMAGE_STATIC
 #endif
+// Only the formats marrow reads (PNG, JPEG, BMP, TGA): the GIF, PSD, PIC, PNM and HDR
+// decoders of stb 2.27 carry known memory-safety bugs, and every decoder is attack surface
+// for files from strangers.
+#define STBI_NO_GIF
+#define STBI_NO_PSD
+#define STBI_NO_PIC
+#define STBI_NO_PNM
+#define STBI_NO_HDR
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb/stb_image.h>
 #undef STB_IMAGE_IMPLEMENTATION

@@ -408,7 +408,9 @@ class Json {
       if (integral) {
         std::int64_t v = 0;
         auto r = std::from_chars(first, last, v);
-        if (r.ec == std::errc() && r.ptr == last) {
+        // "-0" stays a double: as the integer 0 it would lose its sign, and a
+        // written -0.0 (dumped as "-0") must read back bit-exactly.
+        if (r.ec == std::errc() && r.ptr == last && !(v == 0 && *first == '-')) {
           j.is_int_ = true;
           j.i_ = v;
           j.d_ = double(v);

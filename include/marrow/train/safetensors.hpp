@@ -202,7 +202,10 @@ inline File parse(std::string_view data, const std::string& file) {
     std::size_t index;
   };
   std::vector<Span> spans;
-  for (auto& [name, info] : h.members()) {
+  for (const auto& member : h.members()) {
+    // Named copies, not a structured binding: clang < 16 cannot capture bindings in the lambdas below.
+    const std::string& name = member.first;
+    const Json& info = member.second;
     if (name == "__metadata__") {
       if (!info.is_object()) fail("__metadata__ is ", info.describe(), ", expected an object of strings");
       for (auto& [k, v] : info.members()) {
