@@ -146,6 +146,10 @@ template <class Env> int train(Args a, const CommonFlags& common, const std::str
     if (!steps_to_threshold && tr.episodes.size() >= 20 && last20 >= Env::threshold) steps_to_threshold = st.global_step;
     const double sps = double(st.global_step - (tr.update_index - 1) * std::int64_t(a.num_envs) * a.num_steps) /
                        (timer.total_ms() / 1000.0 + 1e-12);
+    // Checked before logging: a failed update must not append to a good run's metrics.
+    if (!std::isfinite(st.policy_loss) || !std::isfinite(st.value_loss))
+      throw Error("ppo: loss became non-finite at update " + std::to_string(st.update) +
+                  "; last good checkpoint: " + ckpt_path);
     log.log(Json::object({{"step", st.update},
                           {"env_steps", st.global_step},
                           {"episodic_return", ep_ret},
@@ -159,9 +163,6 @@ template <class Env> int train(Args a, const CommonFlags& common, const std::str
                           {"approx_kl", st.approx_kl},
                           {"clip_frac", st.clip_frac},
                           {"explained_variance", st.explained_variance}}));
-    if (!std::isfinite(st.policy_loss) || !std::isfinite(st.value_loss))
-      throw Error("ppo: loss became non-finite at update " + std::to_string(st.update) +
-                  "; last good checkpoint: " + ckpt_path);
     bar.update(st.update, {{"return20", last20}, {"ent", st.entropy}});
     if (interrupted() || tr.done()) {
       tr.stats_to_agent();
