@@ -41,16 +41,8 @@ namespace {
 #define MARROW_SOURCE_DIR "."
 #endif
 
-std::string default_data_dir() {
-  const std::string mnist = std::string(MARROW_SOURCE_DIR) + "/../shared/data/mnist";
-  if (std::filesystem::exists(mnist + "/train-images-idx3-ubyte.gz") ||
-      std::filesystem::exists(mnist + "/train-images-idx3-ubyte"))
-    return mnist;
-  return "/usr/share/datasets/fashion-mnist";
-}
-std::string dataset_name(const std::string& dir) {
-  return dir.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
-}
+std::string default_data_dir() { return data::default_mnist_dir(MARROW_SOURCE_DIR); }
+std::string dataset_name(const std::string& dir) { return data::mnist_dataset_name(dir); }
 
 // ---- images -------------------------------------------------------------------------
 // [0, 255] bytes <-> [−1, 1] floats: v/127.5 − 1 and round((x + 1)·127.5), as the reference does.

@@ -36,17 +36,8 @@ namespace {
 #define MARROW_SOURCE_DIR "."
 #endif
 
-// MNIST beside the repository when present, else Debian's Fashion-MNIST.
-std::string default_data_dir() {
-  const std::string mnist = std::string(MARROW_SOURCE_DIR) + "/../shared/data/mnist";
-  if (std::filesystem::exists(mnist + "/train-images-idx3-ubyte.gz") ||
-      std::filesystem::exists(mnist + "/train-images-idx3-ubyte"))
-    return mnist;
-  return "/usr/share/datasets/fashion-mnist";
-}
-std::string dataset_name(const std::string& dir) {
-  return dir.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
-}
+std::string default_data_dir() { return data::default_mnist_dir(MARROW_SOURCE_DIR); }
+std::string dataset_name(const std::string& dir) { return data::mnist_dataset_name(dir); }
 
 // Images (N, 1, 28, 28) scaled from [0, 255] to [−1, 1], the classifier's input range.
 data::Mnist load_split(const std::string& dir, const std::string& split) {

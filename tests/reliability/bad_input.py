@@ -117,7 +117,7 @@ def make_case(name, row, work, good):
         p = os.path.join(work, "other.safetensors")
         write_safetensors(p, {"encoder.other.weight": ("F32", (2, 2), bytes(16))},
                           {"format": "marrow-checkpoint-1", "step": "1", "config": "{}"})
-        return ["--resume", "--ckpt", p], ["missing", "unexpected", "encoder.other.weight"], {1}
+        return ["--resume", "--ckpt", p], ["missing", "unexpected", "encoder.other.weight", "not a"], {1}
     if row == "wrong_shapes":
         t, meta = rel.read_safetensors(ck)
         victim = next(n for n in t if not n.startswith("state.") and len(t[n][1]) >= 1)

@@ -20,7 +20,7 @@ if not os.path.isdir(DATA) and os.path.isdir("/work/shared/data"):
 
 # Fields that measure time, not learning: excluded from bitwise comparisons.
 TIMING_FIELDS = {"ms", "wall_s", "sps", "ms_per_step", "steps_timed", "peak_rss_mb", "time_s", "elapsed_s",
-                 "samples_per_s", "tokens_per_s", "steps_per_s", "fps", "img_per_s", "eta_s", "s"}
+                 "samples_per_s", "tokens_per_s", "steps_per_s", "fps", "img_per_s", "eta_s", "s", "train_minutes"}
 
 
 def bin_dir():

@@ -26,7 +26,9 @@ def outcome(name, threads, seed):
     res = {"metrics": rel.metrics_lines(os.path.join(out, "metrics.jsonl"))}
     sp = os.path.join(out, "summary.json")
     if os.path.exists(sp):
-        res["summary"] = {k: v for k, v in json.load(open(sp)).items() if k not in rel.TIMING_FIELDS}
+        # config / checkpoint hold this run's output paths, which differ by design between the runs
+        res["summary"] = {k: v for k, v in json.load(open(sp)).items()
+                          if k not in rel.TIMING_FIELDS and k not in ("config", "checkpoint", "out", "ckpt")}
     res["tensors"], _ = rel.read_safetensors(os.path.join(out, "checkpoint.safetensors"))
     return res
 

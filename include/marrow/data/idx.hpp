@@ -290,6 +290,21 @@ inline std::string find_mnist_file(const std::string& dir, const std::string& sp
 }
 }  // namespace detail
 
+// The MNIST folder beside a checkout (`<source>/../shared/data/mnist`) when it
+// holds the training images, else Debian's Fashion-MNIST (dataset-fashion-mnist):
+// the examples' offline default.
+inline std::string default_mnist_dir(const std::string& source_dir) {
+  const std::string mnist = source_dir + "/../shared/data/mnist";
+  if (std::filesystem::exists(mnist + "/train-images-idx3-ubyte.gz") ||
+      std::filesystem::exists(mnist + "/train-images-idx3-ubyte"))
+    return mnist;
+  return "/usr/share/datasets/fashion-mnist";
+}
+// "fashion-mnist" or "mnist", from the folder name, for reports.
+inline std::string mnist_dataset_name(const std::string& dir) {
+  return dir.find("fashion") != std::string::npos ? "fashion-mnist" : "mnist";
+}
+
 // MNIST split "train" or "t10k" from `dir`; pixels scaled to [0, 1] unless scale01 is false.
 inline Mnist load_mnist(const std::string& dir, const std::string& split = "train", bool scale01 = true) {
   MARROW_CHECK(split == "train" || split == "t10k", "load_mnist: split must be \"train\" or \"t10k\", got \"", split, "\"");
