@@ -21,8 +21,9 @@ TEST_CASE("nn: softmax and log_softmax gradients over every axis") {
   Param<double> x(randn<double>({2, 3, 4}, rng, 0.0, 2.0));
   for (int axis : {0, 1, 2, -1, -2}) {
     CAPTURE(axis);
-    check_grad({&x}, [&](Tape<double>& t) { return softmax(t, Var<double>(x), axis); });
-    check_grad({&x}, [&](Tape<double>& t) { return log_softmax(t, Var<double>(x), axis); });
+    // 2e-6: at -O1 (sanitizer build) rounding alone reaches 1.1e-6 on the smallest entries
+    check_grad({&x}, [&](Tape<double>& t) { return softmax(t, Var<double>(x), axis); }, 2e-6);
+    check_grad({&x}, [&](Tape<double>& t) { return log_softmax(t, Var<double>(x), axis); }, 2e-6);
   }
   Param<double> v(randn<double>({5}, rng));  // 1-D: one row
   check_grad({&v}, [&](Tape<double>& t) { return softmax(t, Var<double>(v)); });

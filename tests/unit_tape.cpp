@@ -49,7 +49,8 @@ TEST_CASE("tape: a reused tape does not grow over 10,000 steps") {
       nodes_after_warmup = t.size();
     }
   }
-  CHECK(BufferPool::instance().fresh_bytes() == fresh_after_warmup);
+  if (BufferPool::instance().enabled())  // MARROW_NO_POOL=1 (sanitizer runs) frees and re-allocates by design
+    CHECK(BufferPool::instance().fresh_bytes() == fresh_after_warmup);
   CHECK(t.size() == nodes_after_warmup);
   CHECK(peak_kb() - peak_after_warmup < 256);  // KiB: no growth beyond noise
 }

@@ -68,6 +68,8 @@ class BufferPool {
   // Bytes ever obtained from the system: flat across steps once training is warm.
   std::size_t fresh_bytes() const { return fresh_bytes_; }
   std::size_t cached_bytes() const { return cached_bytes_; }
+  // False under MARROW_NO_POOL=1 (sanitizer runs): every release goes back to the system.
+  bool enabled() const { return enabled_; }
 
  private:
   BufferPool() {
