@@ -47,8 +47,10 @@ Args preset(const std::string& env, const std::string& which) {
     a.total_steps = 500000, a.num_envs = 16, a.num_steps = 256, a.num_minibatches = 64, a.update_epochs = 4;
     a.gamma = 0.99, a.gae_lambda = 0.94, a.ent_coef = 0.0, a.lr = 3e-4, a.norm_obs = true;
   } else if (env == "Pendulum-v1") {
+    // The zoo's gamma 0.9 is tuned for gSDE; with a plain Gaussian its 10-step horizon let
+    // 1 of 10 seeds settle on spinning the pendulum (about -950). 0.98 swung up on seeds 1-10.
     a.total_steps = 500000, a.num_envs = 4, a.num_steps = 1024, a.num_minibatches = 64, a.update_epochs = 10;
-    a.gamma = 0.9, a.gae_lambda = 0.95, a.ent_coef = 0.0, a.lr = 1e-3, a.clip_coef = 0.2;
+    a.gamma = 0.98, a.gae_lambda = 0.95, a.ent_coef = 0.0, a.lr = 1e-3, a.clip_coef = 0.2;
     a.norm_obs = true, a.norm_reward = true, a.init_log_std = 0.0;
   } else if (env == "MountainCarContinuous-v0") {
     a.total_steps = 300000, a.num_envs = 8, a.num_steps = 512, a.num_minibatches = 32, a.update_epochs = 10;

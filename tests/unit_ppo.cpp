@@ -68,6 +68,26 @@ template <class Env> void check_loss_gradient() {
 TEST_CASE("ppo: loss gradient with some ratios clipped (discrete)") { check_loss_gradient<rl::CartPole>(); }
 TEST_CASE("ppo: loss gradient with some ratios clipped (continuous)") { check_loss_gradient<rl::Pendulum>(); }
 
+// With lr = 0 the policy never moves, so every ratio π/π_old must be exactly 1: the
+// log-prob stored at sampling must be the one the loss recomputes. The wide policy
+// (σ = e) samples many actions beyond Pendulum's ±2, so a log-prob of the clipped
+// action, or a sampling σ that differs from the loss's, shows up as KL > 0.
+TEST_CASE("ppo: rollout log-probs match the loss's (unclipped continuous sample)") {
+  Args a;
+  a.env = "Pendulum-v1";
+  a.total_steps = 512;
+  a.num_envs = 2;
+  a.num_steps = 256;
+  a.lr = 0.0;
+  a.init_log_std = 1.0;
+  a.norm_obs = true;
+  a.norm_reward = true;
+  Trainer<rl::Pendulum> tr(a);
+  UpdateStats st = tr.update();
+  CHECK(std::abs(st.approx_kl) < 1e-9);
+  CHECK(st.clip_frac == 0.0);
+}
+
 TEST_CASE("ppo: orthogonal init gains and parameter names") {
   Rng rng(0);
   Agent<float> agent({4, 2, true}, 64, 0.0, rng);
