@@ -33,17 +33,22 @@ struct Image {
 };
 
 namespace detail {
-// stb_image 2.27 (Debian 12's) writes past a Huffman table when a JPEG DHT segment declares
-// more than 256 codes (found by fuzzing; fixed upstream in 2.28). Refuse such files before
-// stb sees them. The walk visits every marker stb could act on: it skips bytes outside
-// segments one at a time (as stb does between segments and in entropy-coded data) and
-// jumps over length-prefixed segments (stb refuses any whose contents disagree with the length).
-inline bool jpeg_huffman_tables_ok(const std::uint8_t* p, std::size_t n) {
+// stb_image 2.27 (Debian 12's) trusts a JPEG's Huffman tables too far (both found by fuzzing,
+// fixed upstream in 2.28): a DHT segment declaring more than 256 codes makes it write past the
+// table, and a scan that names a table no DHT defined makes it decode with uninitialized
+// memory (an index of -16776585 into `size[]`). Refuse such files before stb sees them. The
+// walk visits every marker stb could act on: it skips bytes outside segments one at a time (as
+// stb does between segments and in entropy-coded data) and jumps over length-prefixed segments
+// (stb refuses any whose contents disagree with the length).
+enum class JpegTables { ok, too_many_codes, undefined_table };
+inline JpegTables jpeg_huffman_tables_check(const std::uint8_t* p, std::size_t n) {
   std::size_t i = 0;
   while (i < n && p[i] == 0xFF) ++i;  // stb accepts fill bytes before SOI too (found by fuzzing)
-  if (i == 0 || i >= n || p[i] != 0xD8) return true;  // not a JPEG
+  if (i == 0 || i >= n || p[i] != 0xD8) return JpegTables::ok;  // not a JPEG
   ++i;
   auto at = [&](std::size_t k) -> unsigned { return k < n ? p[k] : 0u; };  // stb reads 0 past the end
+  bool defined[2][4] = {};  // [DC, AC][table id]
+  bool progressive = false;
   while (i < n) {
     if (p[i] != 0xFF) { ++i; continue; }
     while (i < n && p[i] == 0xFF) ++i;  // fill bytes
@@ -60,15 +65,28 @@ inline bool jpeg_huffman_tables_ok(const std::uint8_t* p, std::size_t n) {
         if ((q >> 4) > 1 || (q & 15) > 3) break;  // stb refuses this header itself
         unsigned codes = 0;
         for (int b = 0; b < 16; ++b) codes += at(k++);
-        if (codes > 256) return false;
+        if (codes > 256) return JpegTables::too_many_codes;
+        defined[q >> 4][q & 15] = true;
         k += codes;
         left -= 17 + long(codes);
+      }
+    }
+    if (m == 0xC2) progressive = true;
+    if (m == 0xDA) {  // SOS: the tables each component of the scan decodes with
+      const unsigned ns = at(i + 2);
+      const unsigned ss = at(i + 3 + 2 * ns);  // spectral start: 0 = a DC scan
+      for (unsigned c = 0; c < ns && c < 4; ++c) {
+        const unsigned q = at(i + 4 + 2 * c), dc = q >> 4, ac = q & 15;
+        if (dc > 3 || ac > 3) break;  // stb refuses this header itself
+        // A baseline scan decodes with both tables; a progressive one with DC or AC only.
+        const bool needs_dc = !progressive || ss == 0, needs_ac = !progressive || ss != 0;
+        if ((needs_dc && !defined[0][dc]) || (needs_ac && !defined[1][ac])) return JpegTables::undefined_table;
       }
     }
     if (len < 2) break;  // stb skips to the end or fails here
     i += len;
   }
-  return true;
+  return JpegTables::ok;
 }
 
 // stb grows its IDAT buffer to a chunk's declared length before reading it, so a 300-byte
@@ -102,8 +120,11 @@ inline Image decode_image(const std::vector<std::uint8_t>& bytes, const std::str
                desired_channels, " not in 0..4");
   MARROW_CHECK(!bytes.empty(), "load_image '", name, "': file is empty");  // stb would say "unknown image type"
   MARROW_CHECK(bytes.size() <= std::size_t(std::numeric_limits<int>::max()), "load_image '", name, "': file too large");
-  MARROW_CHECK(detail::jpeg_huffman_tables_ok(bytes.data(), bytes.size()), "load_image '", name,
+  const detail::JpegTables tables = detail::jpeg_huffman_tables_check(bytes.data(), bytes.size());
+  MARROW_CHECK(tables != detail::JpegTables::too_many_codes, "load_image '", name,
                "': corrupt JPEG (a Huffman table declares more than 256 codes)");
+  MARROW_CHECK(tables != detail::JpegTables::undefined_table, "load_image '", name,
+               "': corrupt JPEG (a scan uses a Huffman table that no DHT segment defines)");
   MARROW_CHECK(detail::png_chunks_fit(bytes.data(), bytes.size()), "load_image '", name,
                "': corrupt PNG (a chunk runs past the end of the file; truncated?)");
   int w = 0, h = 0, c = 0;
