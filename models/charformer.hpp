@@ -133,67 +133,8 @@ template <class T> struct KVCache {
 };
 
 // ---- attention ------------------------------------------------------------------------
-// nanoGPT's CausalSelfAttention on the fused attention op. Attention dropout
-// needs the probabilities as a tape node, so training with dropout > 0 runs
-// the unfused chain instead.
-template <class T> struct SelfAttention {
-  Linear<T> c_attn, c_proj;  // C -> 3C, C -> C
-  Dropout<T> attn_dropout, resid_dropout;
-  int n_head;
-
-  SelfAttention(const Config& c, Rng& rng)
-      : c_attn(c.n_embd, 3 * c.n_embd, rng, c.bias), c_proj(c.n_embd, c.n_embd, rng, c.bias),
-        attn_dropout(T(c.dropout), rng), resid_dropout(T(c.dropout), rng), n_head(c.n_head) {}
-
-  // x (B, T, C) -> (B, T, C). probs, when given, receives the attention probabilities (B, nh, T, T).
-  Var<T> operator()(Tape<T>& t, const Var<T>& x, Tensor<T>* probs = nullptr) {
-    Var<T> qkv = c_attn(t, x);                     // (B, T, 3C)
-    Var<T> q = split_heads(t, qkv, 3, 0, n_head);  // (B, nh, T, hs)
-    Var<T> k = split_heads(t, qkv, 3, 1, n_head);
-    Var<T> v = split_heads(t, qkv, 3, 2, n_head);
-    Var<T> y;
-    if (attn_dropout.training && attn_dropout.p > T(0)) {
-      const index_t Tn = x.dim(1);
-      Tensor<T> mask(Shape{Tn, Tn});  // −∞ above the diagonal: future keys get probability 0
-      for (index_t i = 0; i < Tn; ++i)
-        for (index_t j = i + 1; j < Tn; ++j) mask[i * Tn + j] = -std::numeric_limits<T>::infinity();
-      const T scale = T(1) / std::sqrt(T(q.dim(3)));
-      Var<T> att = mul_scalar(t, matmul(t, q, transpose(t, k, -2, -1)), scale);  // (B, nh, T, T)
-      att = softmax(t, add(t, att, t.input(std::move(mask))), -1);
-      if (probs) *probs = att.value().clone();
-      y = matmul(t, attn_dropout(t, att), v);  // (B, nh, T, hs)
-    } else {
-      y = scaled_dot_product_attention(t, q, k, v, /*causal=*/true, T(0), probs);
-    }
-    return resid_dropout(t, c_proj(t, merge_heads(t, y)));  // (B, T, C)
-  }
-
-  // Inference on n new tokens x (1, n, C) at positions [cache_len, cache_len + n): their keys
-  // and values join the layer's cache, and the queries attend to everything cached.
-  Var<T> decode(Tape<T>& t, const Var<T>& x, Tensor<T>& kc, Tensor<T>& vc, index_t cache_len) {
-    Var<T> qkv = c_attn(t, x);
-    Var<T> q = split_heads(t, qkv, 3, 0, n_head);  // (1, nh, n, hs)
-    Var<T> k = split_heads(t, qkv, 3, 1, n_head);
-    Var<T> v = split_heads(t, qkv, 3, 2, n_head);
-    const index_t nh = q.dim(1), n = q.dim(2), hs = q.dim(3), cap = kc.dim(1), L = cache_len + n;
-    Tensor<T> K = Tensor<T>::uninitialized(Shape{1, nh, L, hs}), Vv = Tensor<T>::uninitialized(Shape{1, nh, L, hs});
-    for (index_t h = 0; h < nh; ++h) {
-      std::copy_n(k.value().data() + h * n * hs, n * hs, kc.data() + (h * cap + cache_len) * hs);
-      std::copy_n(v.value().data() + h * n * hs, n * hs, vc.data() + (h * cap + cache_len) * hs);
-      std::copy_n(kc.data() + h * cap * hs, L * hs, K.data() + h * L * hs);  // O(L·C) per token, as attention itself
-      std::copy_n(vc.data() + h * cap * hs, L * hs, Vv.data() + h * L * hs);
-    }
-    Var<T> y = scaled_dot_product_attention(t, q, t.input(std::move(K)), t.input(std::move(Vv)), /*causal=*/true);
-    return c_proj(t, merge_heads(t, y));
-  }
-
-  void visit(Visitor<T>& v, const std::string& prefix) {
-    c_attn.visit(v, join_name(prefix, "c_attn"));
-    c_proj.visit(v, join_name(prefix, "c_proj"));
-    attn_dropout.visit(v, join_name(prefix, "attn_dropout"));
-    resid_dropout.visit(v, join_name(prefix, "resid_dropout"));
-  }
-};
+// nanoGPT's CausalSelfAttention is the library's (nn/attention.hpp): the fused causal attention
+// op, the unfused chain while attention dropout trains, and decode() on the KV cache.
 
 template <class T> struct Mlp {
   Linear<T> c_fc, c_proj;  // C -> 4C -> C
@@ -211,11 +152,11 @@ template <class T> struct Mlp {
 
 template <class T> struct Block {
   LayerNorm<T> ln_1;
-  SelfAttention<T> attn;
+  CausalSelfAttention<T> attn;
   LayerNorm<T> ln_2;
   Mlp<T> mlp;
   Block(const Config& c, Rng& rng)
-      : ln_1(c.n_embd, T(1e-5), c.bias), attn(c, rng), ln_2(c.n_embd, T(1e-5), c.bias), mlp(c, rng) {}
+      : ln_1(c.n_embd, T(1e-5), c.bias), attn(c.n_embd, c.n_head, rng, T(c.dropout), c.bias), ln_2(c.n_embd, T(1e-5), c.bias), mlp(c, rng) {}
 
   Var<T> operator()(Tape<T>& t, Var<T> x, Tensor<T>* probs = nullptr) {
     x = add(t, x, attn(t, ln_1(t, x), probs));

@@ -104,7 +104,8 @@ template <class T> struct CausalSelfAttention {
                  " is not divisible by n_head ", n_head_);
   }
 
-  Var<T> operator()(Tape<T>& t, const Var<T>& x) {  // x: (B, T, C)
+  // x (B, T, C) -> (B, T, C). probs, when given, receives the attention probabilities (B, nh, T, T).
+  Var<T> operator()(Tape<T>& t, const Var<T>& x, Tensor<T>* probs = nullptr) {
     t.check(x, "CausalSelfAttention");
     const index_t C = c_proj.out_features();
     MARROW_CHECK(x.ndim() == 3 && x.dim(2) == C, "CausalSelfAttention: input must be (B, T, ", C, "), got ",
@@ -122,11 +123,34 @@ template <class T> struct CausalSelfAttention {
         for (index_t j = i + 1; j < Tn; ++j) mask[i * Tn + j] = -std::numeric_limits<T>::infinity();
       Var<T> att = mul_scalar(t, matmul(t, q, transpose(t, k, -2, -1)), scale);  // (B, nh, T, T)
       att = softmax(t, add(t, att, t.input(std::move(mask))), -1);
+      if (probs) *probs = att.value().clone();
       y = matmul(t, attn_dropout(t, att), v);  // (B, nh, T, hs)
     } else {
-      y = scaled_dot_product_attention(t, q, k, v, /*causal=*/true);  // (B, nh, T, hs)
+      y = scaled_dot_product_attention(t, q, k, v, /*causal=*/true, T(0), probs);  // (B, nh, T, hs)
     }
     return resid_dropout(t, c_proj(t, merge_heads(t, y)));  // (B, T, C)
+  }
+
+  // Inference on n new tokens x (1, n, C) at positions [cache_len, cache_len + n): their keys and
+  // values join the layer's cache kc, vc (nh, capacity, hs), and the queries attend to
+  // everything cached, so generating a token costs O(L·C) instead of a forward over the context.
+  Var<T> decode(Tape<T>& t, const Var<T>& x, Tensor<T>& kc, Tensor<T>& vc, index_t cache_len) {
+    Var<T> qkv = c_attn(t, x);
+    Var<T> q = split_heads(t, qkv, 3, 0, n_head);  // (1, nh, n, hs)
+    Var<T> k = split_heads(t, qkv, 3, 1, n_head);
+    Var<T> v = split_heads(t, qkv, 3, 2, n_head);
+    const index_t nh = q.dim(1), n = q.dim(2), hs = q.dim(3), cap = kc.dim(1), L = cache_len + n;
+    MARROW_CHECK(x.dim(0) == 1 && L <= cap, "CausalSelfAttention::decode: ", n, " tokens after ", cache_len,
+                 " cached exceed the cache's ", cap, " (batch ", x.dim(0), ", must be 1)");
+    Tensor<T> K = Tensor<T>::uninitialized(Shape{1, nh, L, hs}), V = Tensor<T>::uninitialized(Shape{1, nh, L, hs});
+    for (index_t h = 0; h < nh; ++h) {
+      std::copy_n(k.value().data() + h * n * hs, n * hs, kc.data() + (h * cap + cache_len) * hs);
+      std::copy_n(v.value().data() + h * n * hs, n * hs, vc.data() + (h * cap + cache_len) * hs);
+      std::copy_n(kc.data() + h * cap * hs, L * hs, K.data() + h * L * hs);  // O(L·C) per token, as attention itself
+      std::copy_n(vc.data() + h * cap * hs, L * hs, V.data() + h * L * hs);
+    }
+    Var<T> y = scaled_dot_product_attention(t, q, t.input(std::move(K)), t.input(std::move(V)), /*causal=*/true);
+    return c_proj(t, merge_heads(t, y));
   }
 
   void visit(Visitor<T>& v, const std::string& prefix) {
