@@ -92,8 +92,12 @@ Var<T> difference_loss(Tape<T>& t, const char* name, const Var<T>& a, const Var<
   const T* pa = a.value().data();
   const T* pb = b.value().data();
   T* pl = per.data();
-#pragma omp parallel for simd if (n >= kParallelMin)
-  for (index_t i = 0; i < n; ++i) pl[i] = f(pa[i] - pb[i]);
+#pragma omp parallel if (n >= kParallelMin)
+  {
+    const F fp = f;  // a private copy vectorizes (see ops/elementwise.hpp unary_op)
+#pragma omp for simd
+    for (index_t i = 0; i < n; ++i) pl[i] = fp(pa[i] - pb[i]);
+  }
   Var<T> res = t.push(reduce_loss(std::move(per), r), a, b);
   t.on_backward(res, [a, b, res, r, n, df] {
     const auto g = loss_grad(res, r, n);
@@ -102,12 +106,17 @@ Var<T> difference_loss(Tape<T>& t, const char* name, const Var<T>& a, const Var<
     T* da = a.requires_grad() ? a.grad().data() : nullptr;
     T* db = b.requires_grad() ? b.grad().data() : nullptr;
     // one loop per input: a null-pointer test inside a vectorized loop costs masked-load assists
-    if (da)
-#pragma omp parallel for simd if (n >= kParallelMin)
-      for (index_t i = 0; i < n; ++i) da[i] += df(pa[i] - pb[i]) * g(i);
-    if (db)
-#pragma omp parallel for simd if (n >= kParallelMin)
-      for (index_t i = 0; i < n; ++i) db[i] -= df(pa[i] - pb[i]) * g(i);
+#pragma omp parallel if (n >= kParallelMin)
+    {
+      const DF d = df;
+      const auto gi = g;
+      if (da)
+#pragma omp for simd
+        for (index_t i = 0; i < n; ++i) da[i] += d(pa[i] - pb[i]) * gi(i);
+      if (db)
+#pragma omp for simd
+        for (index_t i = 0; i < n; ++i) db[i] -= d(pa[i] - pb[i]) * gi(i);
+    }
   });
   return res;
 }

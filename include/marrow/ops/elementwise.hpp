@@ -89,8 +89,12 @@ template <class T, class Deriv> Var<T> push_unary(Tape<T>& t, const Var<T>& x, T
     const T* py = res.value().data();
     T* dx = x.grad().data();
     const index_t n = x.numel();
-#pragma omp parallel for simd if (n >= kParallelMin)
-    for (index_t i = 0; i < n; ++i) dx[i] += deriv(px[i], py[i]) * g[i];
+#pragma omp parallel if (n >= kParallelMin)
+    {
+      const Deriv d = deriv;  // see unary_op
+#pragma omp for simd
+      for (index_t i = 0; i < n; ++i) dx[i] += d(px[i], py[i]) * g[i];
+    }
   });
   return res;
 }
@@ -103,8 +107,15 @@ Var<T> unary_op(Tape<T>& t, const Arg<T>& x, Fwd fwd, Deriv deriv) {
   const T* px = x.value().data();
   T* po = out.data();
   const index_t n = x.numel();
-#pragma omp parallel for simd if (n >= kParallelMin)
-  for (index_t i = 0; i < n; ++i) po[i] = fwd(px[i]);
+#pragma omp parallel if (n >= kParallelMin)
+  {
+    // A private copy per thread: read through the region's shared closure, a captured constant
+    // (leaky_relu's slope) kept GCC from vectorizing, and the branchy scalar loop that remained
+    // cost 2.4 ns an element (50x relu's time on random signs).
+    const Fwd f = fwd;
+#pragma omp for simd
+    for (index_t i = 0; i < n; ++i) po[i] = f(px[i]);
+  }
   return push_unary(t, x, std::move(out), deriv);
 }
 
