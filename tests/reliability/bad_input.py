@@ -37,7 +37,7 @@ def rows_for(name):
             continue
         if r == "truncated_idx" and kind != "idx":
             continue
-        if r == "not_png" and kind not in ("membrane", "images"):
+        if r == "not_png" and kind not in IMAGE_FOLDERS:
             continue
         out.append(r)
     return out
@@ -73,6 +73,20 @@ def write_safetensors(path, tensors, meta):
         f.write(struct.pack("<Q", len(h)) + h + body)
 
 
+# The image-folder layouts: the U-Net's slices and labels, the colorizer's class folders (CIFAR-10's).
+IMAGE_FOLDERS = {"membrane": ("train/image", "train/label"), "images": ("train/cat", "test/cat")}
+
+
+def image_folders(work, kind, filename, text):
+    """A data folder of `kind` whose every subfolder holds one file `filename` with `text`; its path."""
+    d = os.path.join(work, "d")
+    for sub in IMAGE_FOLDERS[kind]:
+        os.makedirs(os.path.join(d, sub))
+        with open(os.path.join(d, sub, filename), "w") as f:
+            f.write(text)
+    return d
+
+
 def make_case(name, row, work, good):
     """(extra args, regex-ish substrings one of which the message must contain, expected exit codes)."""
     ck = os.path.join(good, "checkpoint.safetensors")
@@ -86,16 +100,9 @@ def make_case(name, row, work, good):
             p = os.path.join(work, "empty.txt")
             open(p, "w").close()
             return ["--data", p], ["empty.txt"], {1}
-        if kind == "membrane":
-            for sub in ("train/image", "train/label"):
-                os.makedirs(os.path.join(work, "d", sub))
-                open(os.path.join(work, "d", sub, "0.png"), "w").close()
-            return ["--data", os.path.join(work, "d")], ["0.png"], {1}
-        if kind == "images":  # class folders of photos (CIFAR-10's layout)
-            for sub in ("train/cat", "test/cat"):
-                os.makedirs(os.path.join(work, "d", sub))
-                open(os.path.join(work, "d", sub, "0.jpg"), "w").close()
-            return ["--data", os.path.join(work, "d")], ["0.jpg"], {1}
+        if kind in IMAGE_FOLDERS:
+            fn = "0.png" if kind == "membrane" else "0.jpg"
+            return ["--data", image_folders(work, kind, fn, "")], [fn], {1}
         d = os.path.join(work, "d")
         os.makedirs(d)
         for fn in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -112,11 +119,7 @@ def make_case(name, row, work, good):
                 f.write(b"\0\0\x08\x01" + struct.pack(">I", n) + bytes(n))
         return ["--data", d], ["truncated"], {1}
     if row == "not_png":
-        for sub in (("train/cat", "test/cat") if kind == "images" else ("train/image", "train/label")):
-            os.makedirs(os.path.join(work, "d", sub))
-            with open(os.path.join(work, "d", sub, "0.png"), "w") as f:
-                f.write("this is a text file, not a PNG\n")
-        return ["--data", os.path.join(work, "d")], ["0.png"], {1}
+        return ["--data", image_folders(work, kind, "0.png", "this is a text file, not a PNG\n")], ["0.png"], {1}
     if row == "other_model":
         p = os.path.join(work, "other.safetensors")
         write_safetensors(p, {"encoder.other.weight": ("F32", (2, 2), bytes(16))},
