@@ -24,6 +24,11 @@ if(MARROW_BUILD_TESTS)
               --test-images 2 --threads 1)
     set_tests_properties(example.colorize.eval_tiny PROPERTIES DEPENDS example.colorize.train_l2_tiny
       PASS_REGULAR_EXPRESSION "20 test images: PSNR")
+    add_test(NAME example.colorize.eval_classify_tiny
+      COMMAND colorize eval --ckpt ${COLOR_RUNS}/colorize-cls-smoke/checkpoint.safetensors --data ${COLOR_DATA}
+              --test-images 2 --apply-prior-correction 0.5 --grid ${COLOR_RUNS}/colorize-cls-smoke/eval-grid.png --threads 1)
+    set_tests_properties(example.colorize.eval_classify_tiny PROPERTIES DEPENDS example.colorize.train_classify_tiny
+      PASS_REGULAR_EXPRESSION "temperature 0.38, prior correction 0.5")
     # A folder of odd-sized PNGs (the run's own plots) and a JPEG: any size, relative paths kept.
     add_test(NAME example.colorize.apply_tiny
       COMMAND colorize apply --ckpt ${COLOR_RUNS}/colorize-cls-smoke/checkpoint.safetensors --threads 1

@@ -46,6 +46,7 @@ struct Args {
   double alpha = 1.0 / 300.0;     // class-loss weight (Iizuka's α; 0: off)
   double beta = 5.0;              // smooth-L1 transition in Lab ab units
   double temperature = 0.38;      // annealed-mean temperature (classification)
+  double prior_correction = 0.4;  // classification decoding: share of the rebalancing taken back out (0: Zhang's)
   int crop_pad = 4;               // random crops: shift by up to this many pixels (reflect padding)
   bool hflip = true;              // random left-right mirror
   int max_per_class = -1;         // use only the first N training images per class (-1: all)
@@ -56,6 +57,8 @@ struct Args {
   int ckpt_every = 1000;          // checkpoint every N steps
   double minutes = 0;             // training time budget: stop (and finish the lr schedule) by then (0: none)
 };
+
+Decoding decoding(const Args& a) { return {a.temperature, a.prior_correction}; }
 
 std::string default_data() {
 #ifdef MARROW_SOURCE_DIR
@@ -126,7 +129,7 @@ Tensor<float> plane_slice(const Tensor<float>& x, index_t n) {  // (C, H, W) cop
 struct Colorized {
   Tensor<float> ours, gray, ab_true, ab_pred;
 };
-Colorized colorize_batch(Tape<float>& t, Colorizer<float>& model, const Tensor<float>& rgb, double temperature) {
+Colorized colorize_batch(Tape<float>& t, Colorizer<float>& model, const Tensor<float>& rgb, const Decoding& dec) {
   const index_t N = rgb.dim(0), H = rgb.dim(2), W = rgb.dim(3), P = H * W;
   const Tensor<float> lab = data::rgb_to_lab(rgb);
   Tensor<float> L = Tensor<float>::uninitialized({N, 1, H, W}), Lnet = Tensor<float>::uninitialized({N, 1, H, W});
@@ -137,7 +140,7 @@ Colorized colorize_batch(Tape<float>& t, Colorizer<float>& model, const Tensor<f
   }
   Lnet.arr() = L.arr() / float(kLScale);
   t.reset();
-  c.ab_pred = predict_ab(t, model, Lnet, temperature);
+  c.ab_pred = predict_ab(t, model, Lnet, dec);
   t.reset();
   c.ours = data::lab_to_rgb(join_lab(L, c.ab_pred));
   c.gray = data::lab_to_rgb(join_lab(L, Tensor<float>({N, 2, H, W})));
@@ -150,7 +153,7 @@ struct EvalResult {
 };
 
 // Metrics over the first `count` images of a truth RGB set (N, 3, H, W); the model runs in eval mode.
-EvalResult evaluate(Colorizer<float>& model, const Tensor<float>& rgb, index_t count, double temperature,
+EvalResult evaluate(Colorizer<float>& model, const Tensor<float>& rgb, index_t count, const Decoding& dec,
                     int grid_images = 32) {
   set_training<float>(model, false);
   Tape<float> t;
@@ -160,7 +163,7 @@ EvalResult evaluate(Colorizer<float>& model, const Tensor<float>& rgb, index_t c
     const index_t n = std::min(B, N - s);
     Tensor<float> x = Tensor<float>::uninitialized({n, 3, rgb.dim(2), rgb.dim(3)});
     std::copy_n(rgb.data() + s * 3 * P, n * 3 * P, x.data());
-    Colorized c = colorize_batch(t, model, x, temperature);
+    Colorized c = colorize_batch(t, model, x, dec);
     for (index_t i = 0; i < n; ++i) {
       r.m.add(x.data() + i * 3 * P, c.ours.data() + i * 3 * P, c.gray.data() + i * 3 * P, c.ab_true.data() + i * 2 * P,
               c.ab_pred.data() + i * 2 * P, P);
@@ -288,7 +291,7 @@ int train(const Args& a, const CommonFlags& common, const std::string& config) {
                                 {"lr", double(opt.lr())}, {"ms_per_step", timer.median_ms()}});
       if (o.class_logits.defined()) line.set("class_loss", sum_cls / n_avg), line.set("class_acc", sum_acc / n_avg);
       if (a.eval_every > 0 && (step + 1) % a.eval_every == 0 && !last) {
-        const EvalResult q = evaluate(model, test_rgb, a.eval_images, a.temperature, 0);
+        const EvalResult q = evaluate(model, test_rgb, a.eval_images, decoding(a), 0);
         line.set("val_psnr_db", q.m.psnr()), line.set("val_colorfulness_ratio", q.m.colorfulness_ratio());
         line.set("val_auc", q.m.auc());
         bar.message("step " + std::to_string(step + 1) + ": quick eval PSNR " + std::to_string(q.m.psnr()) +
@@ -312,7 +315,7 @@ int train(const Args& a, const CommonFlags& common, const std::string& config) {
   plot_metrics(common.out + "/metrics.jsonl", common.out + "/learning_curve.png", {"color_loss"}, "step",
                {.title = "colorizer (" + a.loss + ")", .xlabel = "step", .ylabel = "color loss", .log_y = true});
   note.message("evaluating on " + std::to_string(test_rgb.dim(0)) + " test images ...");
-  const EvalResult ev = evaluate(model, test_rgb, 0, a.temperature);
+  const EvalResult ev = evaluate(model, test_rgb, 0, decoding(a));
   data::write_png(common.out + "/comparison.png", data::make_grid(ev.grid, 12));
   Json summary = write_summary(common.out, timer,
                                {{"psnr_db", ev.m.psnr()},
@@ -349,6 +352,8 @@ Loaded load_model(const std::string& path) {
   a.loss = j.at("loss").as_string();
   a.image_size = int(j.at("image-size").as_double());
   a.temperature = j.at("temperature").as_double();
+  // Checkpoints from before the prior correction were decoded Zhang's way.
+  a.prior_correction = j.find("prior-correction") ? j.at("prior-correction").as_double() : 0.0;
   Rng rng(0);
   Loaded l{Colorizer<float>(model_config(a.preset, a.loss, a.image_size), rng), a};
   load_weights<float>(path, l.model);
@@ -356,10 +361,22 @@ Loaded load_model(const std::string& path) {
   return l;
 }
 
-int eval_cmd(const CommonFlags& common, double temperature, int test_images) {
+// --apply-temperature / --apply-prior-correction over the checkpoint's own settings (< 0 or 0: keep them).
+Decoding override(const Args& ckpt, double temperature, double prior_correction) {
+  Decoding d = decoding(ckpt);
+  if (temperature > 0) d.temperature = temperature;
+  if (prior_correction >= 0) d.prior_correction = prior_correction;
+  return d;
+}
+
+int eval_cmd(const CommonFlags& common, const Decoding& apply, int test_images, const std::string& grid) {
   Loaded l = load_model(common.checkpoint_path());
   const Tensor<float> rgb = load_test_rgb(common.data, test_images);
-  const EvalResult ev = evaluate(l.model, rgb, 0, temperature > 0 ? temperature : l.args.temperature);
+  const Decoding dec = override(l.args, apply.temperature, apply.prior_correction);
+  if (l.model.classification())
+    std::printf("decoding: temperature %.3g, prior correction %.3g\n", dec.temperature, dec.prior_correction);
+  const EvalResult ev = evaluate(l.model, rgb, 0, dec);
+  if (!grid.empty()) data::write_png(grid, data::make_grid(ev.grid, 12));
   const ColorizationMetrics& m = ev.m;
   std::printf("%lld test images: PSNR %.2f dB (gray baseline %.2f dB), colorfulness ratio %.3f, AuC %.4f (gray %.4f)\n",
               (long long)m.images, m.psnr(), m.gray_psnr(), m.colorfulness_ratio(), m.auc(), m.gray_auc());
@@ -373,10 +390,10 @@ bool is_image(const fs::path& p) {
   return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".bmp" || e == ".tga";
 }
 
-int apply_cmd(const CommonFlags& common, const std::string& inputs, double temperature) {
+int apply_cmd(const CommonFlags& common, const std::string& inputs, const Decoding& apply) {
   if (inputs.empty()) throw UsageError("apply: --input is required (a folder or files, comma-separated)");
   Loaded l = load_model(common.checkpoint_path());
-  if (temperature <= 0) temperature = l.args.temperature;
+  const Decoding dec = override(l.args, apply.temperature, apply.prior_correction);
   std::vector<std::pair<fs::path, fs::path>> jobs;  // (file, output path relative to --out)
   std::size_t pos = 0;
   while (pos <= inputs.size()) {
@@ -409,7 +426,7 @@ int apply_cmd(const CommonFlags& common, const std::string& inputs, double tempe
       for (index_t i = 0; i < Hp; ++i)
         for (index_t j = 0; j < Wp; ++j)
           padded[(c * Hp + i) * Wp + j] = rgb[(c * H + std::min(i, H - 1)) * W + std::min(j, W - 1)];
-    const Colorized c = colorize_batch(t, l.model, padded, temperature);
+    const Colorized c = colorize_batch(t, l.model, padded, dec);
     auto crop = [&](const Tensor<float>& x) {
       Tensor<float> o = Tensor<float>::uninitialized({3, H, W});
       for (index_t ch = 0; ch < 3; ++ch)
@@ -444,8 +461,8 @@ int main(int argc, char** argv) {
     common.data = default_data();
     common.out = "runs/colorize";
     common.steps = 12000;
-    std::string input;
-    double temperature = 0;  // apply/eval: 0 takes the checkpoint's
+    std::string input, grid;
+    Decoding apply{0.0, -1.0};  // apply/eval: 0 and -1 take the checkpoint's
     Cli cli("colorize", "grayscale to color: Iizuka et al.'s network, L2/smooth-L1 or Zhang et al.'s rebalanced classification");
     cli.command("train", "train on DATA/train, evaluate on DATA/test")
         .command("apply", "colorize images (--input folder or files, comma-separated) into --out")
@@ -460,6 +477,8 @@ int main(int argc, char** argv) {
     cli.flag("alpha", a.alpha, "weight of the auxiliary class loss").min(0);
     cli.flag("beta", a.beta, "smooth-L1 transition in Lab ab units").min(0);
     cli.flag("temperature", a.temperature, "annealed-mean temperature (classification)").min(1e-3);
+    cli.flag("prior-correction", a.prior_correction,
+             "classification decoding: share of the rebalancing taken back out (0: Zhang's, 1: none left)").min(0).max(1);
     cli.flag("crop-pad", a.crop_pad, "random crop shift in pixels").min(0);
     cli.flag("hflip", a.hflip, "random left-right flips");
     cli.flag("max-per-class", a.max_per_class, "training images per class (-1: all)").min(-1);
@@ -470,7 +489,11 @@ int main(int argc, char** argv) {
     cli.flag("ckpt-every", a.ckpt_every, "steps per checkpoint").min(1);
     cli.flag("minutes", a.minutes, "training time budget in minutes; the lr schedule ends with it (0: none)").min(0);
     cli.flag("input", input, "apply: image folder(s) and/or files, comma-separated");
-    cli.flag("apply-temperature", temperature, "apply/eval: annealed-mean temperature (0: the checkpoint's)").min(0);
+    cli.flag("apply-temperature", apply.temperature, "apply/eval: annealed-mean temperature (0: the checkpoint's)").min(0);
+    cli.flag("apply-prior-correction", apply.prior_correction, "apply/eval: prior correction (-1: the checkpoint's)")
+        .min(-1)
+        .max(1);
+    cli.flag("grid", grid, "eval: also write the comparison grid (gray | ours | truth, first 32 images) to this PNG");
     const std::string cmd = cli.parse_or_exit(argc, argv);
     if (common.threads > 0) omp_set_num_threads(common.threads);
     if (cmd == "train") {
@@ -478,8 +501,8 @@ int main(int argc, char** argv) {
       model_config(a.preset, a.loss, a.image_size);  // bad usage fails before the data is loaded
       return train(a, common, cli.values().dump());
     }
-    if (cmd == "apply") return apply_cmd(common, input, temperature);
-    if (cmd == "eval") return eval_cmd(common, temperature, a.test_images);
+    if (cmd == "apply") return apply_cmd(common, input, apply);
+    if (cmd == "eval") return eval_cmd(common, apply, a.test_images, grid);
     throw UsageError("expected a command: train, apply or eval");
   });
 }

@@ -18,6 +18,15 @@ if(MARROW_BUILD_TESTS)
     add_test(NAME example.gan.hinge_tiny
       COMMAND gan train --epochs 0 --steps 5 --loss hinge --ttur --d-dropout 0.3 --eval-samples 50 --threads 1
               --classifier /nonexistent/none.safetensors --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-hinge-smoke)
+    # PacGAN packing and the averaged generator, then sampling from that average.
+    add_test(NAME example.gan.pack_average_tiny
+      COMMAND gan train --epochs 0 --steps 6 --pack 2 --g-avg --eval-samples 50 --threads 1
+              --classifier /nonexistent/none.safetensors --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-pack-smoke)
+    add_test(NAME example.gan.sample_average_tiny
+      COMMAND gan sample --ckpt ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-pack-smoke/checkpoint.safetensors --n 20 --threads 1
+              --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-pack-smoke/samples-idx3-ubyte)
+    set_tests_properties(example.gan.sample_average_tiny PROPERTIES DEPENDS example.gan.pack_average_tiny
+      PASS_REGULAR_EXPRESSION "wrote 20 samples")
     add_test(NAME example.gan.sample_tiny
       COMMAND gan sample --ckpt ${MARROW_GAN_SMOKE}/checkpoint.safetensors --n 100 --threads 1
               --out ${MARROW_GAN_SMOKE}/samples-idx3-ubyte)
@@ -36,6 +45,7 @@ if(MARROW_BUILD_TESTS)
       --samples ${MARROW_GAN_DIGITS}/t10k-labels-idx1-ubyte.gz --classifier ${MARROW_GAN_CLF})
   endif()
   marrow_expect_exit(example.gan.unknown_flag 2 "--bogus" gan train --bogus 1)
+  marrow_expect_exit(example.gan.batch_not_packs 2 "--batch 63 must be a multiple of --pack 2" gan train --batch 63 --pack 2)
   marrow_expect_exit(example.gan.unknown_loss 2 "unknown GAN loss 'wgan'" gan train --loss wgan)
   marrow_expect_exit(example.gan.score_needs_samples 2 "--samples FILE is required" gan score)
   marrow_expect_exit(example.gan.sample_needs_out 2 "--out FILE" gan sample --n 10)

@@ -179,6 +179,9 @@ struct EpochRecord {
 int train(Args a, const CommonFlags& common, const std::string& config) {
   a.train.loss = parse_gan_loss(a.loss);
   if (a.ttur) a.train.lr_d = 4e-4, a.train.lr_g = 1e-4;
+  if (a.batch % a.model.pack != 0 || a.batch < 2 * a.model.pack)
+    throw UsageError("--batch " + std::to_string(a.batch) + " must be a multiple of --pack " +
+                     std::to_string(a.model.pack) + " holding at least two packs");
   const Tensor<float> images = load_images(common.data, "train");
   const index_t N = images.dim(0), per = images.numel() / N, per_epoch = N / a.batch;
   MARROW_CHECK(per_epoch >= 1, "gan: ", N, " training images give no batch of ", a.batch);
@@ -373,7 +376,7 @@ int sample(const CommonFlags& common, index_t n, std::string grid) {
   const std::string path = common.checkpoint_path();
   Dcgan<float> m = load_gan(path);
   Rng rng(std::uint64_t(common.seed));
-  const Tensor<float> x = Trainer<float>::generate_with(m.g, randn<float>({n, index_t(m.cfg.z_dim)}, rng));
+  const Tensor<float> x = Trainer<float>::generate_with(m.sampler(), randn<float>({n, index_t(m.cfg.z_dim)}, rng));
   const std::string out = common.out;
   const bool gz = out.size() > 3 && out.compare(out.size() - 3, 3, ".gz") == 0;
   if (auto dir = std::filesystem::path(out).parent_path(); !dir.empty()) make_dirs(dir.string());
@@ -447,6 +450,9 @@ int main(int argc, char** argv) {
     cli.flag("z-dim", a.model.z_dim, "latent size").min(1);
     cli.flag("g-width", a.model.g_width, "G's last hidden width (first: twice this)").min(1);
     cli.flag("d-width", a.model.d_width, "D's first conv width (second: twice this)").min(1);
+    cli.flag("pack", a.model.pack, "PacGAN: D judges this many samples at once (1: plain DCGAN)").min(1);
+    cli.flag("g-avg", a.model.averaged_g, "keep a moving average of G's weights and sample from it");
+    cli.flag("g-avg-decay", a.train.g_avg_decay, "decay of that average").min(0).max(0.999999);
     cli.flag("eval-samples", eval_samples, "generated digits scored each epoch").min(2);
     cli.flag("log-every", a.log_every, "steps between metrics lines").min(1);
     cli.flag("max-minutes", a.max_minutes, "train: stop after the last epoch that fits in this wall time (0: off)").min(0);

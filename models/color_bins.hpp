@@ -283,23 +283,42 @@ template <class T> Var<T> soft_cross_entropy(Tape<T>& t, const Arg<T>& logits, c
 
 // Annealed mean of logits (N, Q, H, W) -> ab (N, 2, H, W) in Lab units:
 // f_T(z) = softmax(log z / T) = softmax(x / T); ab = Σ_q f_T(z)_q · centre_q.
-template <class T> Tensor<T> annealed_mean(const Tensor<T>& logits, const ColorBins& bins, double temperature = 0.38) {
+//
+// Prior correction (ours, not in Zhang's paper). A net trained with the
+// rebalanced loss predicts z_q ∝ w_q·P(q | x) (the weighted cross entropy is
+// minimized there), so its colours lean towards the rare bins by the factor w.
+// `rebalance` (the Q weights w) with strength β decodes z·w^(−β) instead: β = 0
+// is Zhang's decoding, β = 1 removes the rebalancing from the output, and in
+// between the output keeps w^(1−β) of it: vivid colours without paying for
+// every rare-bin guess in accuracy.
+template <class T>
+Tensor<T> annealed_mean(const Tensor<T>& logits, const ColorBins& bins, double temperature = 0.38,
+                        const Tensor<T>* rebalance = nullptr, double beta = 0.0) {
   MARROW_CHECK(logits.ndim() == 4 && logits.dim(1) == bins.size(), "annealed_mean: logits ", logits.shape().str(),
                " must be (N, ", bins.size(), ", H, W)");
   MARROW_CHECK(temperature > 0, "annealed_mean: temperature ", temperature, " must be positive");
+  MARROW_CHECK(beta >= 0 && beta <= 1, "annealed_mean: prior correction ", beta, " must be in [0, 1]");
+  MARROW_CHECK(!rebalance || rebalance->numel() == bins.size(), "annealed_mean: ", rebalance ? rebalance->numel() : 0,
+               " rebalancing weights for ", bins.size(), " bins");
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
   using CMap = Eigen::Map<const Arr>;
   const index_t N = logits.dim(0), Q = logits.dim(1), P = logits.dim(2) * logits.dim(3);
   Tensor<T> ab = Tensor<T>::uninitialized({N, 2, logits.dim(2), logits.dim(3)});
   const T inv = T(1.0 / temperature);
+  std::vector<T> shift(static_cast<std::size_t>(Q), T(0));  // β·log w_q, taken off each bin's logits
+  if (rebalance && beta > 0)
+    for (index_t q = 0; q < Q; ++q) {
+      MARROW_CHECK((*rebalance)[q] > 0, "annealed_mean: rebalancing weight ", q, " is not positive");
+      shift[std::size_t(q)] = T(beta * std::log(double((*rebalance)[q])));
+    }
 #pragma omp parallel for if (N * Q * P >= (1 << 16))
   for (index_t n = 0; n < N; ++n) {
     const T* xn = logits.data() + n * Q * P;
-    Arr m = CMap(xn, P);
-    for (index_t q = 1; q < Q; ++q) m = m.max(CMap(xn + q * P, P));
+    Arr m = CMap(xn, P) - shift[0];
+    for (index_t q = 1; q < Q; ++q) m = m.max(CMap(xn + q * P, P) - shift[std::size_t(q)]);
     Arr s = Arr::Zero(P), sa = Arr::Zero(P), sb = Arr::Zero(P);
     for (index_t q = 0; q < Q; ++q) {
-      const Arr e = ((CMap(xn + q * P, P) - m) * inv).exp();
+      const Arr e = ((CMap(xn + q * P, P) - shift[std::size_t(q)] - m) * inv).exp();
       s += e;
       sa += e * T(bins.a[std::size_t(q)]);
       sb += e * T(bins.b[std::size_t(q)]);

@@ -388,10 +388,16 @@ LossTerms<T> colorizer_loss(Tape<T>& t, Colorizer<T>& model, const ColorizerOutp
   return r;
 }
 
+// How classification outputs become colours (color_bins.hpp, annealed_mean).
+struct Decoding {
+  double temperature = 0.38;      // Zhang's annealed-mean temperature
+  double prior_correction = 0.4;  // β: how much of the rebalancing to take back out (0: Zhang's decoding)
+};
+
 // ab (N, 2, H, W) in Lab units for L (N, 1, H, W) = L / 100; runs without recording.
 // Classification outputs are decoded by annealed mean and upsampled to full size.
 template <class T>
-Tensor<T> predict_ab(Tape<T>& t, Colorizer<T>& model, const Tensor<T>& L, double temperature = 0.38) {
+Tensor<T> predict_ab(Tape<T>& t, Colorizer<T>& model, const Tensor<T>& L, const Decoding& dec = {}) {
   auto guard = t.no_grad();
   ColorizerOutput<T> o = model(t, t.input(L));
   if (!model.classification()) {
@@ -399,7 +405,8 @@ Tensor<T> predict_ab(Tape<T>& t, Colorizer<T>& model, const Tensor<T>& L, double
     ab.arr() *= T(kAbScale);
     return ab;
   }
-  Tensor<T> half = annealed_mean(o.color.value(), ColorBins::standard(), temperature);
+  Tensor<T> half =
+      annealed_mean(o.color.value(), ColorBins::standard(), dec.temperature, &model.bin_weights, dec.prior_correction);
   return upsample_bilinear2d(t, t.input(half), 2).value();
 }
 

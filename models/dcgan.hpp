@@ -12,9 +12,13 @@
 //
 // Stability options, each off by default: one-sided label smoothing (real
 // target 1 − s), instance noise on D's inputs annealed linearly to zero,
-// separate learning rates for D and G (TTUR), dropout in D, and the hinge loss.
+// separate learning rates for D and G (TTUR), dropout in D, the hinge loss,
+// packing (PacGAN, Lin et al. 2018: D judges `pack` samples at once, stacked
+// on channels, so a G that repeats itself is easy to spot) and an exponential
+// moving average of G's weights used for sampling (Yazıcı et al. 2019).
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,10 +41,13 @@ struct DcganConfig {
   bool d_batchnorm = true;  // BatchNorm after D's second conv (never after the first)
   double d_dropout = 0.0;   // dropout after each of D's LeakyReLUs (0: off)
   double leak = 0.2;        // LeakyReLU slope
+  int pack = 1;             // samples D judges together (PacGAN); 1: the plain DCGAN
+  bool averaged_g = false;  // keep a moving average of G's weights (and sample from it)
 
   Json to_json() const {
     return Json::object({{"z_dim", z_dim}, {"image", image}, {"channels", channels}, {"g_width", g_width},
-                         {"d_width", d_width}, {"d_batchnorm", d_batchnorm}, {"d_dropout", d_dropout}, {"leak", leak}});
+                         {"d_width", d_width}, {"d_batchnorm", d_batchnorm}, {"d_dropout", d_dropout}, {"leak", leak},
+                         {"pack", pack}, {"averaged_g", averaged_g}});
   }
   static DcganConfig from_json(const Json& j) {
     DcganConfig c;
@@ -48,7 +55,8 @@ struct DcganConfig {
       if (const Json* p = j.find(k)) v = int(p->as_int());
     };
     geti("z_dim", c.z_dim), geti("image", c.image), geti("channels", c.channels);
-    geti("g_width", c.g_width), geti("d_width", c.d_width);
+    geti("g_width", c.g_width), geti("d_width", c.d_width), geti("pack", c.pack);
+    if (const Json* p = j.find("averaged_g")) c.averaged_g = p->as_bool();
     if (const Json* p = j.find("d_batchnorm")) c.d_batchnorm = p->as_bool();
     if (const Json* p = j.find("d_dropout")) c.d_dropout = p->as_double();
     if (const Json* p = j.find("leak")) c.leak = p->as_double();
@@ -60,6 +68,7 @@ struct DcganConfig {
     MARROW_CHECK(image >= 4 && image % 4 == 0, "DcganConfig: image side ", image, " must be a positive multiple of 4");
     MARROW_CHECK(d_dropout >= 0.0 && d_dropout < 1.0, "DcganConfig: d_dropout ", d_dropout, " must be in [0, 1)");
     MARROW_CHECK(leak >= 0.0 && leak < 1.0, "DcganConfig: leak ", leak, " must be in [0, 1)");
+    MARROW_CHECK(pack >= 1, "DcganConfig: pack ", pack, " must be >= 1");
   }
 };
 
@@ -109,24 +118,28 @@ template <class T> struct Discriminator {
 
   Discriminator(const DcganConfig& c, Rng& rng)
       : cfg(c),
-        c1(c.channels, c.d_width, 4, rng, {.stride = 2, .padding = 1}),
+        c1(c.channels * c.pack, c.d_width, 4, rng, {.stride = 2, .padding = 1}),
         c2(c.d_width, 2 * c.d_width, 4, rng, {.stride = 2, .padding = 1, .bias = !c.d_batchnorm}),
         bn2(2 * c.d_width),
         drop(T(c.d_dropout), rng),
         fc(index_t(2 * c.d_width) * (c.image / 4) * (c.image / 4), 1, rng) {}
 
-  // images (N, C, S, S) -> logits (N).
+  // images (N, C, S, S) -> logits (N / pack): samples k·pack … k·pack + pack − 1
+  // are judged together (a reshape: they are adjacent in memory).
   Var<T> operator()(Tape<T>& t, const Var<T>& x) {
     t.check(x, "Discriminator");
     MARROW_CHECK(x.ndim() == 4 && x.dim(1) == cfg.channels && x.dim(2) == cfg.image && x.dim(3) == cfg.image,
                  "Discriminator: input ", x.shape().str(), " is not (N, ", cfg.channels, ", ", cfg.image, ", ", cfg.image,
                  ")");
+    MARROW_CHECK(x.dim(0) % cfg.pack == 0, "Discriminator: batch ", x.dim(0), " is not a multiple of pack ", cfg.pack);
+    const index_t M = x.dim(0) / cfg.pack;
+    const Var<T> packed = cfg.pack == 1 ? x : reshape(t, x, {M, cfg.channels * cfg.pack, cfg.image, cfg.image});
     const T a = T(cfg.leak);
-    Var<T> h = drop(t, leaky_relu(t, c1(t, x), a));  // (N, w, S/2, S/2)
-    h = c2(t, h);                                     // (N, 2w, S/4, S/4)
+    Var<T> h = drop(t, leaky_relu(t, c1(t, packed), a));  // (M, w, S/2, S/2)
+    h = c2(t, h);                                          // (M, 2w, S/4, S/4)
     if (cfg.d_batchnorm) h = bn2(t, h);
     h = drop(t, leaky_relu(t, h, a));
-    return reshape(t, fc(t, flatten(t, h)), {x.dim(0)});  // (N)
+    return reshape(t, fc(t, flatten(t, h)), {M});  // (M)
   }
   void visit(Visitor<T>& v, const std::string& prefix) {
     c1.visit(v, join_name(prefix, "c1"));
@@ -137,15 +150,40 @@ template <class T> struct Discriminator {
   }
 };
 
-// Both networks under one name, for checkpoints ("generator.fc.weight", "discriminator.c1.bias").
+// g_avg ← decay·g_avg + (1 − decay)·g, for every weight and BatchNorm running
+// statistic. The average moves through the oscillations of adversarial training
+// instead of stopping wherever the last step left G.
+template <class T> void average_into(Generator<T>& avg, Generator<T>& g, T decay) {
+  auto pa = parameters<T>(avg), pg = parameters<T>(g);
+  auto ba = buffers<T>(avg), bg = buffers<T>(g);
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    pa[i].param->value().arr() = decay * pa[i].param->value().arr() + (T(1) - decay) * pg[i].param->value().arr();
+  for (std::size_t i = 0; i < ba.size(); ++i) ba[i].second->arr() = decay * ba[i].second->arr() + (T(1) - decay) * bg[i].second->arr();
+}
+
+template <class T> void copy_into(Generator<T>& dst, Generator<T>& src) { average_into(dst, src, T(0)); }
+
+// Both networks under one name, for checkpoints ("generator.fc.weight", "discriminator.c1.bias"),
+// and, with cfg.averaged_g, the averaged generator ("generator_avg.fc.weight").
 template <class T> struct Dcgan {
   DcganConfig cfg;
   Generator<T> g;
   Discriminator<T> d;
-  Dcgan(const DcganConfig& c, Rng& rng) : cfg((c.check(), c)), g(c, rng), d(c, rng) {}
+  std::optional<Generator<T>> g_avg;
+  Dcgan(const DcganConfig& c, Rng& rng) : cfg((c.check(), c)), g(c, rng), d(c, rng) {
+    if (c.averaged_g) {  // starts as a copy of G; built from its own generator so rng's draws do not change
+      Rng unused(0);
+      g_avg.emplace(c, unused);
+      copy_into(*g_avg, g);
+      for (auto& p : parameters<T>(*g_avg)) p.param->set_requires_grad(false);
+    }
+  }
+  // The generator to sample from: the average when there is one.
+  Generator<T>& sampler() { return g_avg ? *g_avg : g; }
   void visit(Visitor<T>& v, const std::string& prefix) {
     g.visit(v, join_name(prefix, "generator"));
     d.visit(v, join_name(prefix, "discriminator"));
+    if (g_avg) g_avg->visit(v, join_name(prefix, "generator_avg"));
   }
 };
 
@@ -203,7 +241,14 @@ struct TrainOptions {
   double label_smoothing = 0.0;    // one-sided: D's real target is 1 − this
   double instance_noise = 0.0;     // std of Gaussian noise on D's inputs at step 0 ...
   std::int64_t noise_steps = 0;    // ... falling linearly to 0 at this step
+  double g_avg_decay = 0.999;      // moving-average decay of G's weights (when the model keeps the average)
 };
+
+// The average's decay at `step`: (1 + step)/(10 + step) until that reaches `decay`, so
+// the first epochs are not dominated by the random initial weights.
+inline double average_decay_at(double decay, std::int64_t step) {
+  return std::min(decay, (1.0 + double(step)) / (10.0 + double(step)));
+}
 
 // Instance-noise std at `step` (linear anneal to zero).
 inline double noise_std_at(const TrainOptions& o, std::int64_t step) {
@@ -234,9 +279,9 @@ template <class T = float> class Trainer {
   StepStats train_step(const Tensor<T>& real) {
     const DcganConfig& c = model.cfg;
     MARROW_CHECK(real.ndim() == 4 && real.dim(1) == c.channels && real.dim(2) == c.image && real.dim(3) == c.image &&
-                     real.dim(0) >= 2,
-                 "gan train_step: batch ", real.shape().str(), " is not (B >= 2, ", c.channels, ", ", c.image, ", ",
-                 c.image, ")");
+                     real.dim(0) >= 2 * c.pack && real.dim(0) % c.pack == 0,
+                 "gan train_step: batch ", real.shape().str(), " is not (B, ", c.channels, ", ", c.image, ", ", c.image,
+                 ") with B a multiple of pack ", c.pack, " and at least 2 packs");
     const index_t B = real.dim(0);
     StepStats st;
     st.noise_std = noise_std_at(opt, step);
@@ -266,15 +311,17 @@ template <class T = float> class Trainer {
     opt_g.step();
     opt_g.zero_grad();
     st.loss_g = double(lg.item());
+    if (model.g_avg) average_into(*model.g_avg, model.g, T(average_decay_at(opt.g_avg_decay, step)));
     ++step;
     return st;
   }
 
-  // G in eval mode (running BatchNorm statistics) on latent codes z (N, z_dim), `batch` at a time.
+  // The sampling generator (the average, if kept) in eval mode (running BatchNorm
+  // statistics) on latent codes z (N, z_dim), `batch` at a time.
   Tensor<T> generate(const Tensor<T>& z, index_t batch = 500) {
     MARROW_CHECK(z.ndim() == 2 && z.dim(1) == model.cfg.z_dim, "generate: z ", z.shape().str(), " is not (N, ",
                  model.cfg.z_dim, ")");
-    return generate_with(model.g, z, batch);
+    return generate_with(model.sampler(), z, batch);
   }
 
   static Tensor<T> generate_with(Generator<T>& g, const Tensor<T>& z, index_t batch = 500) {
@@ -305,6 +352,7 @@ template <class T = float> class Trainer {
                  " must be in [0, 0.5)");
     MARROW_CHECK(o.instance_noise >= 0 && o.noise_steps >= 0, "gan: instance_noise ", o.instance_noise,
                  " and noise_steps ", o.noise_steps, " must be >= 0");
+    MARROW_CHECK(o.g_avg_decay >= 0 && o.g_avg_decay < 1, "gan: g_avg_decay ", o.g_avg_decay, " must be in [0, 1)");
     return o;
   }
   static AdamOptions<T> adam(double lr, const TrainOptions& o) {

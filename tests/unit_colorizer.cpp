@@ -167,6 +167,27 @@ TEST_CASE("annealed_mean: T = 1 is the mean, small T the mode") {
   CHECK_THROWS_WITH_AS(annealed_mean(logits, bins, 0.0), doctest::Contains("temperature 0"), Error);
 }
 
+TEST_CASE("annealed_mean: the prior correction divides the prediction by w^beta") {
+  ColorBins bins;
+  bins.a = {0.f, 10.f};
+  bins.b = {0.f, 20.f};
+  Tensor<double> logits({1, 2, 1, 1}, {0.0, std::log(3.0)});  // 1/4, 3/4
+  Tensor<double> w({2}, {1.0, 9.0});                           // the rare bin was weighted 9×
+  // beta 1: 1/4 : (3/4)/9 = 3 : 1  -> mean 2.5, 5
+  Tensor<double> full = annealed_mean(logits, bins, 1.0, &w, 1.0);
+  CHECK(full[0] == doctest::Approx(2.5));
+  CHECK(full[1] == doctest::Approx(5.0));
+  // beta 0.5: 1/4 : (3/4)/3 = 1 : 1 -> 5, 10; with T = 0.5 still 1 : 1
+  CHECK(annealed_mean(logits, bins, 1.0, &w, 0.5)[0] == doctest::Approx(5.0));
+  CHECK(annealed_mean(logits, bins, 0.5, &w, 0.5)[1] == doctest::Approx(10.0));
+  // beta 0 or no weights: Zhang's decoding
+  CHECK(annealed_mean(logits, bins, 1.0, &w, 0.0)[0] == doctest::Approx(7.5));
+  CHECK_THROWS_WITH_AS(annealed_mean(logits, bins, 1.0, &w, 1.5), doctest::Contains("prior correction 1.5"), Error);
+  Tensor<double> short_w({1}, {1.0});
+  CHECK_THROWS_WITH_AS(annealed_mean(logits, bins, 1.0, &short_w, 0.5), doctest::Contains("1 rebalancing weights for 2"),
+                       Error);
+}
+
 // ---- metrics --------------------------------------------------------------------------
 
 TEST_CASE("color metrics: PSNR, colorfulness, AuC by hand") {

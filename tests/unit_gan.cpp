@@ -12,20 +12,20 @@ using marrow::lenet::LeNet;
 using marrow::lenet::LeNetConfig;
 
 namespace {
-DcganConfig tiny_gan(bool bn = true, double dropout = 0.0) {
+DcganConfig tiny_gan(bool bn = true, double dropout = 0.0, int pack = 1) {
   DcganConfig c;
   c.z_dim = 3, c.image = 8, c.channels = 1, c.g_width = 2, c.d_width = 2;
-  c.d_batchnorm = bn, c.d_dropout = dropout;
+  c.d_batchnorm = bn, c.d_dropout = dropout, c.pack = pack;
   return c;
 }
 
 // Every parameter of G and D, through D's loss (fakes not detached, so G is
 // reached too) or G's loss. The dropout generator restarts on every call: the
 // finite differences must see the same mask as the analytic pass.
-void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing, bool noise) {
+void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing, bool noise, int pack = 1) {
   Rng rng(7);
-  Dcgan<double> m(tiny_gan(bn, dropout), rng);
-  const index_t N = 3;
+  Dcgan<double> m(tiny_gan(bn, dropout, pack), rng);
+  const index_t N = pack == 1 ? 3 : 2 * pack;  // D's BatchNorm sees N / pack packs
   Tensor<double> z = randn<double>({N, 3}, rng);
   Tensor<double> real = uniform<double>({N, 1, 8, 8}, rng, -1.0, 1.0);
   Tensor<double> n1 = randn<double>({N, 1, 8, 8}, rng, 0.0, noise ? 0.1 : 0.0);
@@ -69,6 +69,9 @@ TEST_CASE("dcgan: gradients with label smoothing, instance noise and dropout in 
 }
 TEST_CASE("dcgan: gradients, minimax loss, D without BatchNorm") {
   check_gan_gradients(GanLoss::Minimax, false, 0.0, 0.0, false);
+}
+TEST_CASE("dcgan: gradients with packing (PacGAN, 2 samples per D input)") {
+  check_gan_gradients(GanLoss::NonSaturating, true, 0.0, 0.1, true, 2);
 }
 TEST_CASE("dcgan: gradients, hinge loss") { check_gan_gradients(GanLoss::Hinge, true, 0.0, 0.0, false); }
 TEST_CASE("dcgan: gradients, hinge loss with dropout and noise, D without BatchNorm") {
@@ -162,6 +165,57 @@ TEST_CASE("dcgan: a training step updates both nets and leaves no gradient behin
   CHECK(imgs.shape() == Shape{5, 1, 8, 8});
   CHECK(tr.model.g.bn0.training);  // generate() restores train mode
   CHECK_THROWS_WITH(tr.train_step(zeros<float>({6, 1, 4, 4})), doctest::Contains("gan train_step: batch (6, 1, 4, 4)"));
+}
+
+TEST_CASE("dcgan: packing judges adjacent samples together") {
+  Rng rng(2);
+  Dcgan<float> m(tiny_gan(true, 0.0, 2), rng);
+  CHECK(m.d.c1.weight.shape() == Shape{2, 2, 4, 4});  // pack · channels inputs
+  set_training<float>(m.d, false);                    // running statistics: packs independent
+  Tape<float> t;
+  Tensor<float> x = uniform<float>({4, 1, 8, 8}, rng, -1.0, 1.0);
+  const Tensor<float> l0 = m.d(t, t.input(x)).value().clone();
+  REQUIRE(l0.shape() == Shape{2});
+  for (index_t i = 2 * 64; i < 3 * 64; ++i) x[i] = 0.5f;  // change sample 2: only pack 1 moves
+  const Tensor<float> l1 = m.d(t, t.input(x)).value();
+  CHECK(l1[0] == l0[0]);
+  CHECK(l1[1] != l0[1]);
+  CHECK_THROWS_WITH(m.d(t, t.input(zeros<float>({3, 1, 8, 8}))), doctest::Contains("batch 3 is not a multiple of pack 2"));
+  TrainOptions o;
+  Trainer<float> tr(tiny_gan(true, 0.0, 2), o, 1);
+  CHECK_THROWS_WITH(tr.train_step(zeros<float>({3, 1, 8, 8})), doctest::Contains("multiple of pack 2"));
+  CHECK(std::isfinite(tr.train_step(uniform<float>({4, 1, 8, 8}, rng, -1.0, 1.0)).loss_d));
+}
+
+TEST_CASE("dcgan: the averaged generator follows G and is what generate() samples") {
+  CHECK(average_decay_at(0.999, 0) == doctest::Approx(0.1));
+  CHECK(average_decay_at(0.999, 90) == doctest::Approx(0.91));
+  CHECK(average_decay_at(0.999, 1000000) == doctest::Approx(0.999));
+  DcganConfig c = tiny_gan();
+  c.averaged_g = true;
+  TrainOptions o;
+  Trainer<float> tr(c, o, 5);
+  Trainer<float> plain(tiny_gan(), o, 5);  // the average draws nothing: same initial G and D
+  CHECK((plain.model.d.fc.weight.value().arr() - tr.model.d.fc.weight.value().arr()).abs().maxCoeff() == 0.0f);
+  REQUIRE(tr.model.g_avg);
+  auto& avg = *tr.model.g_avg;
+  CHECK((avg.up1.weight.value().arr() - tr.model.g.up1.weight.value().arr()).abs().maxCoeff() == 0.0f);
+  auto names = parameters<float>(tr.model);
+  CHECK(names.size() == 15 + 8);
+  CHECK(names[15].name == "generator_avg.fc.weight");
+  const Tensor<float> a0 = avg.up1.weight.value().clone(), v0 = avg.bn1.running_var.clone();
+  Rng rng(4);
+  tr.train_step(uniform<float>({6, 1, 8, 8}, rng, -1.0, 1.0));
+  // step 0 decays by 0.1: avg = 0.1·old + 0.9·G
+  const Tensor<float>& g1 = tr.model.g.up1.weight.value();
+  CHECK((avg.up1.weight.value().arr() - (0.1f * a0.arr() + 0.9f * g1.arr())).abs().maxCoeff() < 1e-7f);
+  CHECK((avg.bn1.running_var.arr() - (0.1f * v0.arr() + 0.9f * tr.model.g.bn1.running_var.arr())).abs().maxCoeff() <
+        1e-7f);
+  CHECK((avg.up1.weight.value().arr() - g1.arr()).abs().maxCoeff() > 0.0f);
+  Tensor<float> z = randn<float>({4, 3}, rng);
+  const Tensor<float> from_avg = Trainer<float>::generate_with(avg, z);
+  CHECK((tr.generate(z).arr() - from_avg.arr()).abs().maxCoeff() == 0.0f);
+  CHECK(DcganConfig::from_json(c.to_json()).averaged_g);
 }
 
 // ---- LeNet -------------------------------------------------------------------------------
