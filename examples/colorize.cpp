@@ -45,8 +45,7 @@ struct Args {
   int warmup = 200;               // linear warm-up steps
   double alpha = 1.0 / 300.0;     // class-loss weight (Iizuka's α; 0: off)
   double beta = 5.0;              // smooth-L1 transition in Lab ab units
-  double temperature = 0.38;      // annealed-mean temperature (classification)
-  double prior_correction = 0.4;  // classification decoding: share of the rebalancing taken back out (0: Zhang's)
+  Decoding decoding;              // classification: annealed-mean temperature and prior correction
   int crop_pad = 4;               // random crops: shift by up to this many pixels (reflect padding)
   bool hflip = true;              // random left-right mirror
   int max_per_class = -1;         // use only the first N training images per class (-1: all)
@@ -57,8 +56,6 @@ struct Args {
   int ckpt_every = 1000;          // checkpoint every N steps
   double minutes = 0;             // training time budget: stop (and finish the lr schedule) by then (0: none)
 };
-
-Decoding decoding(const Args& a) { return {a.temperature, a.prior_correction}; }
 
 std::string default_data() {
 #ifdef MARROW_SOURCE_DIR
@@ -291,7 +288,7 @@ int train(const Args& a, const CommonFlags& common, const std::string& config) {
                                 {"lr", double(opt.lr())}, {"ms_per_step", timer.median_ms()}});
       if (o.class_logits.defined()) line.set("class_loss", sum_cls / n_avg), line.set("class_acc", sum_acc / n_avg);
       if (a.eval_every > 0 && (step + 1) % a.eval_every == 0 && !last) {
-        const EvalResult q = evaluate(model, test_rgb, a.eval_images, decoding(a), 0);
+        const EvalResult q = evaluate(model, test_rgb, a.eval_images, a.decoding, 0);
         line.set("val_psnr_db", q.m.psnr()), line.set("val_colorfulness_ratio", q.m.colorfulness_ratio());
         line.set("val_auc", q.m.auc());
         bar.message("step " + std::to_string(step + 1) + ": quick eval PSNR " + std::to_string(q.m.psnr()) +
@@ -315,7 +312,7 @@ int train(const Args& a, const CommonFlags& common, const std::string& config) {
   plot_metrics(common.out + "/metrics.jsonl", common.out + "/learning_curve.png", {"color_loss"}, "step",
                {.title = "colorizer (" + a.loss + ")", .xlabel = "step", .ylabel = "color loss", .log_y = true});
   note.message("evaluating on " + std::to_string(test_rgb.dim(0)) + " test images ...");
-  const EvalResult ev = evaluate(model, test_rgb, 0, decoding(a));
+  const EvalResult ev = evaluate(model, test_rgb, 0, a.decoding);
   data::write_png(common.out + "/comparison.png", data::make_grid(ev.grid, 12));
   Json summary = write_summary(common.out, timer,
                                {{"psnr_db", ev.m.psnr()},
@@ -351,9 +348,9 @@ Loaded load_model(const std::string& path) {
   a.preset = j.at("preset").as_string();
   a.loss = j.at("loss").as_string();
   a.image_size = int(j.at("image-size").as_double());
-  a.temperature = j.at("temperature").as_double();
+  a.decoding.temperature = j.at("temperature").as_double();
   // Checkpoints from before the prior correction were decoded Zhang's way.
-  a.prior_correction = j.find("prior-correction") ? j.at("prior-correction").as_double() : 0.0;
+  a.decoding.prior_correction = j.find("prior-correction") ? j.at("prior-correction").as_double() : 0.0;
   Rng rng(0);
   Loaded l{Colorizer<float>(model_config(a.preset, a.loss, a.image_size), rng), a};
   load_weights<float>(path, l.model);
@@ -361,18 +358,17 @@ Loaded load_model(const std::string& path) {
   return l;
 }
 
-// --apply-temperature / --apply-prior-correction over the checkpoint's own settings (< 0 or 0: keep them).
-Decoding override(const Args& ckpt, double temperature, double prior_correction) {
-  Decoding d = decoding(ckpt);
-  if (temperature > 0) d.temperature = temperature;
-  if (prior_correction >= 0) d.prior_correction = prior_correction;
-  return d;
+// --apply-temperature / --apply-prior-correction over the checkpoint's own settings (0 / < 0: keep them).
+Decoding override(Decoding ckpt, const Decoding& apply) {
+  if (apply.temperature > 0) ckpt.temperature = apply.temperature;
+  if (apply.prior_correction >= 0) ckpt.prior_correction = apply.prior_correction;
+  return ckpt;
 }
 
 int eval_cmd(const CommonFlags& common, const Decoding& apply, int test_images, const std::string& grid) {
   Loaded l = load_model(common.checkpoint_path());
   const Tensor<float> rgb = load_test_rgb(common.data, test_images);
-  const Decoding dec = override(l.args, apply.temperature, apply.prior_correction);
+  const Decoding dec = override(l.args.decoding, apply);
   if (l.model.classification())
     std::printf("decoding: temperature %.3g, prior correction %.3g\n", dec.temperature, dec.prior_correction);
   const EvalResult ev = evaluate(l.model, rgb, 0, dec);
@@ -393,7 +389,7 @@ bool is_image(const fs::path& p) {
 int apply_cmd(const CommonFlags& common, const std::string& inputs, const Decoding& apply) {
   if (inputs.empty()) throw UsageError("apply: --input is required (a folder or files, comma-separated)");
   Loaded l = load_model(common.checkpoint_path());
-  const Decoding dec = override(l.args, apply.temperature, apply.prior_correction);
+  const Decoding dec = override(l.args.decoding, apply);
   std::vector<std::pair<fs::path, fs::path>> jobs;  // (file, output path relative to --out)
   std::size_t pos = 0;
   while (pos <= inputs.size()) {
@@ -476,8 +472,8 @@ int main(int argc, char** argv) {
     cli.flag("warmup", a.warmup, "learning-rate warm-up steps").min(0);
     cli.flag("alpha", a.alpha, "weight of the auxiliary class loss").min(0);
     cli.flag("beta", a.beta, "smooth-L1 transition in Lab ab units").min(0);
-    cli.flag("temperature", a.temperature, "annealed-mean temperature (classification)").min(1e-3);
-    cli.flag("prior-correction", a.prior_correction,
+    cli.flag("temperature", a.decoding.temperature, "annealed-mean temperature (classification)").min(1e-3);
+    cli.flag("prior-correction", a.decoding.prior_correction,
              "classification decoding: share of the rebalancing taken back out (0: Zhang's, 1: none left)").min(0).max(1);
     cli.flag("crop-pad", a.crop_pad, "random crop shift in pixels").min(0);
     cli.flag("hflip", a.hflip, "random left-right flips");

@@ -150,18 +150,21 @@ template <class T> struct Discriminator {
   }
 };
 
-// g_avg ← decay·g_avg + (1 − decay)·g, for every weight and BatchNorm running
-// statistic. The average moves through the oscillations of adversarial training
-// instead of stopping wherever the last step left G.
-template <class T> void average_into(Generator<T>& avg, Generator<T>& g, T decay) {
-  auto pa = parameters<T>(avg), pg = parameters<T>(g);
-  auto ba = buffers<T>(avg), bg = buffers<T>(g);
-  for (std::size_t i = 0; i < pa.size(); ++i)
-    pa[i].param->value().arr() = decay * pa[i].param->value().arr() + (T(1) - decay) * pg[i].param->value().arr();
-  for (std::size_t i = 0; i < ba.size(); ++i) ba[i].second->arr() = decay * ba[i].second->arr() + (T(1) - decay) * bg[i].second->arr();
+// What an average of G tracks: every weight, then every BatchNorm running
+// statistic, in visiting order (the same order for two generators of one config).
+template <class T> std::vector<Tensor<T>*> averaged_tensors(Generator<T>& g) {
+  std::vector<Tensor<T>*> out;
+  for (auto& p : parameters<T>(g)) out.push_back(&p.param->value());
+  for (auto& b : buffers<T>(g)) out.push_back(b.second);
+  return out;
 }
 
-template <class T> void copy_into(Generator<T>& dst, Generator<T>& src) { average_into(dst, src, T(0)); }
+// avg ← decay·avg + (1 − decay)·live, tensor by tensor. The average moves through
+// the oscillations of adversarial training instead of stopping wherever the last
+// step left G. Decay 0 copies.
+template <class T> void average_into(const std::vector<Tensor<T>*>& avg, const std::vector<Tensor<T>*>& live, T decay) {
+  for (std::size_t i = 0; i < avg.size(); ++i) avg[i]->arr() = decay * avg[i]->arr() + (T(1) - decay) * live[i]->arr();
+}
 
 // Both networks under one name, for checkpoints ("generator.fc.weight", "discriminator.c1.bias"),
 // and, with cfg.averaged_g, the averaged generator ("generator_avg.fc.weight").
@@ -174,7 +177,7 @@ template <class T> struct Dcgan {
     if (c.averaged_g) {  // starts as a copy of G; built from its own generator so rng's draws do not change
       Rng unused(0);
       g_avg.emplace(c, unused);
-      copy_into(*g_avg, g);
+      average_into(averaged_tensors(*g_avg), averaged_tensors(g), T(0));
       for (auto& p : parameters<T>(*g_avg)) p.param->set_requires_grad(false);
     }
   }
@@ -272,7 +275,9 @@ template <class T = float> class Trainer {
 
   Trainer(const DcganConfig& cfg, const TrainOptions& o, std::uint64_t seed)
       : opt(check(o)), rng(seed), model(cfg, rng), opt_g(parameters<T>(model.g, "generator"), adam(o.lr_g, o)),
-        opt_d(parameters<T>(model.d, "discriminator"), adam(o.lr_d, o)) {}
+        opt_d(parameters<T>(model.d, "discriminator"), adam(o.lr_d, o)) {
+    if (model.g_avg) avg_ = averaged_tensors(*model.g_avg), live_ = averaged_tensors(model.g);  // once, not every step
+  }
 
   // One D update, then one G update on the same fake batch (as the reference
   // does). real (B, C, S, S) in [−1, 1].
@@ -311,7 +316,7 @@ template <class T = float> class Trainer {
     opt_g.step();
     opt_g.zero_grad();
     st.loss_g = double(lg.item());
-    if (model.g_avg) average_into(*model.g_avg, model.g, T(average_decay_at(opt.g_avg_decay, step)));
+    if (model.g_avg) average_into(avg_, live_, T(average_decay_at(opt.g_avg_decay, step)));
     ++step;
     return st;
   }
@@ -345,6 +350,7 @@ template <class T = float> class Trainer {
 
  private:
   Tape<T> tg_, td_;
+  std::vector<Tensor<T>*> avg_, live_;  // the averaged G's tensors and their live counterparts
 
   static const TrainOptions& check(const TrainOptions& o) {
     MARROW_CHECK(o.lr_g >= 0 && o.lr_d >= 0, "gan: learning rates must be >= 0, got lr_g ", o.lr_g, ", lr_d ", o.lr_d);
