@@ -2,8 +2,9 @@
 // /work/shared/bench/ops_peer.py (float, loss = sum of the output).
 // Not part of the CMake build:
 //   g++ -std=c++20 -O2 -march=native -fopenmp -Iinclude -I/usr/include/eigen3 bench/conv_timing.cpp -o conv_timing
-//   OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive ./conv_timing [reps] [extra] [levels]
-// With a third argument: only the U-Net's 3x3 levels and DCGAN's widest conv. The PyTorch
+//   OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive ./conv_timing [reps] [extra] [levels|color]
+// With a third argument: only the U-Net's 3x3 levels and DCGAN's widest conv ("levels"),
+// or every 3x3 conv of the colorizer peer preset at batch 64, 32x32 inputs ("color"). The PyTorch
 // side is F.conv2d(x, w, b, stride, padding=1).sum().backward() at the same shapes,
 // x requiring grad, torch.set_num_threads(2), timed in the same session.
 #include <algorithm>
@@ -46,10 +47,36 @@ int main(int argc, char** argv) {
     detail::conv_winograd = std::string(m) == "off" ? detail::WinogradMode::Off
                             : std::string(m) == "on" ? detail::WinogradMode::On
                                                      : detail::WinogradMode::Auto;
+  // MARROW_WINO_GATHER=N: Winograd gathers tiles on planes up to N tiles wide (default 4).
+  if (const char* m = std::getenv("MARROW_WINO_GATHER")) detail::wino_gather_max_tw = std::atoi(m);
   Rng rng(0);
   Tape<float> t;
+  struct L { const char* name; Shape x, w; int s; };
+  if (argc > 3 && std::string(argv[3]) == "color") {
+    for (const L& l : {L{"color 64x1x32x32->32 s2", {64, 1, 32, 32}, {32, 1, 3, 3}, 2},
+                       L{"color 64x32x16x16->64", {64, 32, 16, 16}, {64, 32, 3, 3}, 1},
+                       L{"color 64x64x16x16->64 s2", {64, 64, 16, 16}, {64, 64, 3, 3}, 2},
+                       L{"color 64x64x8x8->128", {64, 64, 8, 8}, {128, 64, 3, 3}, 1},
+                       L{"color 64x128x8x8->128", {64, 128, 8, 8}, {128, 128, 3, 3}, 1},
+                       L{"color 64x128x8x8->64", {64, 128, 8, 8}, {64, 128, 3, 3}, 1},
+                       L{"color 64x128x8x8->128 s2", {64, 128, 8, 8}, {128, 128, 3, 3}, 2},
+                       L{"color 64x128x4x4->128 s2", {64, 128, 4, 4}, {128, 128, 3, 3}, 2},
+                       L{"color 64x64x8x8->64", {64, 64, 8, 8}, {64, 64, 3, 3}, 1},
+                       L{"color 64x64x16x16->32", {64, 64, 16, 16}, {32, 64, 3, 3}, 1},
+                       L{"color 64x32x16x16->32", {64, 32, 16, 16}, {32, 32, 3, 3}, 1},
+                       L{"color 64x32x32x32->16", {64, 32, 32, 32}, {16, 32, 3, 3}, 1},
+                       L{"color 64x16x32x32->2", {64, 16, 32, 32}, {2, 16, 3, 3}, 1}}) {
+      Tensor<float> x = randn<float>(l.x, rng);
+      Param<float> w(randn<float>(l.w, rng));
+      timed(l.name, reps, [&] {
+        t.reset();
+        auto xv = t.leaf(x);
+        t.backward(sum(t, conv2d(t, xv, w, Var<float>(), l.s, 1)));
+      });
+    }
+    return 0;
+  }
   if (argc > 3) {
-    struct L { const char* name; Shape x, w; int s; };
     for (const L& l : {L{"unet 4x16x256x256->16 k3p1", {4, 16, 256, 256}, {16, 16, 3, 3}, 1},
                        L{"unet 4x32x128x128->32 k3p1", {4, 32, 128, 128}, {32, 32, 3, 3}, 1},
                        L{"unet 4x64x64x64->64 k3p1", {4, 64, 64, 64}, {64, 64, 3, 3}, 1},

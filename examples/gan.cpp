@@ -449,6 +449,7 @@ int main(int argc, char** argv) {
     cli.flag("d-batchnorm", a.model.d_batchnorm, "BatchNorm after D's second conv");
     cli.flag("z-dim", a.model.z_dim, "latent size").min(1);
     cli.flag("g-width", a.model.g_width, "G's last hidden width (first: twice this)").min(1);
+    cli.flag("g-refine", a.model.g_refine, "3x3 conv+BN+ReLU layers in G before upsampling (0: reference G)").min(0);
     cli.flag("d-width", a.model.d_width, "D's first conv width (second: twice this)").min(1);
     cli.flag("pack", a.model.pack, "PacGAN: D judges this many samples at once (1: plain DCGAN)").min(1);
     cli.flag("g-avg", a.model.averaged_g, "keep a moving average of G's weights and sample from it");

@@ -4,6 +4,7 @@
 // discriminator, losses, then one training step (a D update and a G update).
 //
 //   G: z (N, z_dim) -> linear -> BN -> ReLU -> (N, 2w, S/4, S/4)
+//      [-> conv 3x3 -> BN -> ReLU, g_refine times, off by default]
 //      -> convT 4x4 s2 -> BN -> ReLU -> (N, w, S/2, S/2) -> convT 4x4 s2 -> tanh -> (N, C, S, S)
 //   D: x (N, C, S, S) -> conv 4x4 s2 -> LeakyReLU -> (N, w, S/2, S/2)
 //      -> conv 4x4 s2 -> BN -> LeakyReLU -> (N, 2w, S/4, S/4) -> linear -> (N) logits
@@ -37,6 +38,7 @@ struct DcganConfig {
   int image = 28;           // side of the (square) images; a multiple of 4
   int channels = 1;         // image channels
   int g_width = 64;         // G's last hidden width; its first is 2·g_width
+  int g_refine = 0;         // 3x3 conv + BN + ReLU layers at S/4 before upsampling (0: the reference G)
   int d_width = 64;         // D's first conv width; its second is 2·d_width
   bool d_batchnorm = true;  // BatchNorm after D's second conv (never after the first)
   double d_dropout = 0.0;   // dropout after each of D's LeakyReLUs (0: off)
@@ -46,7 +48,7 @@ struct DcganConfig {
 
   Json to_json() const {
     return Json::object({{"z_dim", z_dim}, {"image", image}, {"channels", channels}, {"g_width", g_width},
-                         {"d_width", d_width}, {"d_batchnorm", d_batchnorm}, {"d_dropout", d_dropout}, {"leak", leak},
+                         {"g_refine", g_refine}, {"d_width", d_width}, {"d_batchnorm", d_batchnorm}, {"d_dropout", d_dropout}, {"leak", leak},
                          {"pack", pack}, {"averaged_g", averaged_g}});
   }
   static DcganConfig from_json(const Json& j) {
@@ -56,6 +58,7 @@ struct DcganConfig {
     };
     geti("z_dim", c.z_dim), geti("image", c.image), geti("channels", c.channels);
     geti("g_width", c.g_width), geti("d_width", c.d_width), geti("pack", c.pack);
+    geti("g_refine", c.g_refine);
     if (const Json* p = j.find("averaged_g")) c.averaged_g = p->as_bool();
     if (const Json* p = j.find("d_batchnorm")) c.d_batchnorm = p->as_bool();
     if (const Json* p = j.find("d_dropout")) c.d_dropout = p->as_double();
@@ -69,14 +72,29 @@ struct DcganConfig {
     MARROW_CHECK(d_dropout >= 0.0 && d_dropout < 1.0, "DcganConfig: d_dropout ", d_dropout, " must be in [0, 1)");
     MARROW_CHECK(leak >= 0.0 && leak < 1.0, "DcganConfig: leak ", leak, " must be in [0, 1)");
     MARROW_CHECK(pack >= 1, "DcganConfig: pack ", pack, " must be >= 1");
+    MARROW_CHECK(g_refine >= 0, "DcganConfig: g_refine ", g_refine, " must be >= 0");
   }
 };
 
 // Layers followed by BatchNorm have no bias: the normalization subtracts it again.
 template <class T> struct Generator {
+  static std::vector<Conv2d<T>> make_refine(const DcganConfig& c, Rng& rng) {
+    std::vector<Conv2d<T>> v;
+    for (int i = 0; i < c.g_refine; ++i)
+      v.emplace_back(2 * c.g_width, 2 * c.g_width, 3, rng, Conv2dOptions{.padding = 1, .bias = false});
+    return v;
+  }
+  static std::vector<BatchNorm<T>> make_refine_bn(const DcganConfig& c) {
+    std::vector<BatchNorm<T>> v;
+    for (int i = 0; i < c.g_refine; ++i) v.emplace_back(2 * c.g_width);
+    return v;
+  }
+
   DcganConfig cfg;
   Linear<T> fc;
   BatchNorm<T> bn0;  // over the 2w·(S/4)² features of fc, as BatchNorm1d in the reference
+  std::vector<Conv2d<T>> refine;  // cfg.g_refine of them, each followed by its BatchNorm
+  std::vector<BatchNorm<T>> refine_bn;
   ConvTranspose2d<T> up1;
   BatchNorm<T> bn1;
   ConvTranspose2d<T> up2;
@@ -85,6 +103,8 @@ template <class T> struct Generator {
       : cfg(c),
         fc(c.z_dim, index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4), rng, /*with_bias=*/false),
         bn0(index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4)),
+        refine(make_refine(c, rng)),
+        refine_bn(make_refine_bn(c)),
         up1(2 * c.g_width, c.g_width, 4, rng, {.stride = 2, .padding = 1, .bias = false}),
         bn1(c.g_width),
         up2(c.g_width, c.channels, 4, rng, {.stride = 2, .padding = 1}) {}
@@ -96,12 +116,17 @@ template <class T> struct Generator {
     const index_t N = z.dim(0), s = cfg.image / 4;
     Var<T> h = relu(t, bn0(t, fc(t, z)));                   // (N, 2w·s·s)
     h = reshape(t, h, {N, 2 * cfg.g_width, s, s});          // (N, 2w, s, s)
+    for (std::size_t i = 0; i < refine.size(); ++i) h = relu(t, refine_bn[i](t, refine[i](t, h)));
     h = relu(t, bn1(t, up1(t, h)));                         // (N, w, 2s, 2s)
     return tanh(t, up2(t, h));                              // (N, C, 4s, 4s)
   }
   void visit(Visitor<T>& v, const std::string& prefix) {
     fc.visit(v, join_name(prefix, "fc"));
     bn0.visit(v, join_name(prefix, "bn0"));
+    for (std::size_t i = 0; i < refine.size(); ++i) {
+      refine[i].visit(v, join_name(prefix, "refine" + std::to_string(i)));
+      refine_bn[i].visit(v, join_name(prefix, "refine_bn" + std::to_string(i)));
+    }
     up1.visit(v, join_name(prefix, "up1"));
     bn1.visit(v, join_name(prefix, "bn1"));
     up2.visit(v, join_name(prefix, "up2"));

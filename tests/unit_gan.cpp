@@ -12,19 +12,20 @@ using marrow::lenet::LeNet;
 using marrow::lenet::LeNetConfig;
 
 namespace {
-DcganConfig tiny_gan(bool bn = true, double dropout = 0.0, int pack = 1) {
+DcganConfig tiny_gan(bool bn = true, double dropout = 0.0, int pack = 1, int g_refine = 0) {
   DcganConfig c;
   c.z_dim = 3, c.image = 8, c.channels = 1, c.g_width = 2, c.d_width = 2;
-  c.d_batchnorm = bn, c.d_dropout = dropout, c.pack = pack;
+  c.d_batchnorm = bn, c.d_dropout = dropout, c.pack = pack, c.g_refine = g_refine;
   return c;
 }
 
 // Every parameter of G and D, through D's loss (fakes not detached, so G is
 // reached too) or G's loss. The dropout generator restarts on every call: the
 // finite differences must see the same mask as the analytic pass.
-void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing, bool noise, int pack = 1) {
+void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing, bool noise, int pack = 1,
+                         int g_refine = 0) {
   Rng rng(7);
-  Dcgan<double> m(tiny_gan(bn, dropout, pack), rng);
+  Dcgan<double> m(tiny_gan(bn, dropout, pack, g_refine), rng);
   const index_t N = pack == 1 ? 3 : 2 * pack;  // D's BatchNorm sees N / pack packs
   Tensor<double> z = randn<double>({N, 3}, rng);
   Tensor<double> real = uniform<double>({N, 1, 8, 8}, rng, -1.0, 1.0);
@@ -40,7 +41,7 @@ void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing
     m.d.fc.bias.value()[0] = 1.0;
   }
   auto params = parameters<double>(m);
-  CHECK(params.size() == (bn ? 15u : 14u));
+  CHECK(params.size() == (bn ? 15u : 14u) + 3u * std::size_t(g_refine));  // each refinement: conv weight, BN gain and shift
   auto d_loss = [&](Tape<double>& t) {
     m.d.drop.rng = Rng(11);
     Var<double> fake = m.g(t, t.input(z));
@@ -73,6 +74,9 @@ TEST_CASE("dcgan: gradients, minimax loss, D without BatchNorm") {
 TEST_CASE("dcgan: gradients with packing (PacGAN, 2 samples per D input)") {
   check_gan_gradients(GanLoss::NonSaturating, true, 0.0, 0.1, true, 2);
 }
+TEST_CASE("dcgan: gradients with two 3x3 refinement layers in G") {
+  check_gan_gradients(GanLoss::NonSaturating, true, 0.0, 0.0, false, 1, 2);
+}
 TEST_CASE("dcgan: gradients, hinge loss") { check_gan_gradients(GanLoss::Hinge, true, 0.0, 0.0, false); }
 TEST_CASE("dcgan: gradients, hinge loss with dropout and noise, D without BatchNorm") {
   check_gan_gradients(GanLoss::Hinge, false, 0.25, 0.0, true);
@@ -97,6 +101,17 @@ TEST_CASE("dcgan: shapes, ranges and parameter names") {
   CHECK(m.g.up1.weight.shape() == Shape{128, 64, 4, 4});
   CHECK(m.d.c2.weight.shape() == Shape{128, 64, 4, 4});
   CHECK(m.d.fc.weight.shape() == Shape{1, 6272});
+  // Refinement layers sit between bn0 and up1, keep the 7x7x128 shape, and survive the config's JSON.
+  DcganConfig rc;
+  rc.g_refine = 1;
+  CHECK(DcganConfig::from_json(rc.to_json()).g_refine == 1);
+  Dcgan<float> r(rc, rng);
+  auto rs = parameters<float>(r);
+  REQUIRE(rs.size() == 18);
+  CHECK(rs[3].name == "generator.refine0.weight");
+  CHECK(rs[4].name == "generator.refine_bn0.weight");
+  CHECK(r.g.refine[0].weight.shape() == Shape{128, 128, 3, 3});
+  CHECK(r.g(t, t.input(randn<float>({2, 100}, rng))).shape() == Shape{2, 1, 28, 28});
 }
 
 TEST_CASE("dcgan: bad shapes and configs name the cause") {
@@ -109,6 +124,9 @@ TEST_CASE("dcgan: bad shapes and configs name the cause") {
   DcganConfig bad;
   bad.image = 30;
   CHECK_THROWS_WITH(Dcgan<float>(bad, rng), doctest::Contains("image side 30 must be a positive multiple of 4"));
+  bad = DcganConfig{};
+  bad.g_refine = -1;
+  CHECK_THROWS_WITH(Dcgan<float>(bad, rng), doctest::Contains("g_refine -1 must be >= 0"));
   CHECK_THROWS_WITH(parse_gan_loss("wgan"), doctest::Contains("unknown GAN loss 'wgan'"));
   CHECK_THROWS_WITH(discriminator_loss(t, t.input(zeros<float>({2, 1})), t.input(zeros<float>({2})), GanLoss::Hinge),
                     doctest::Contains("discriminator_loss: logits (2, 1) and (2,) must be (N)"));

@@ -145,18 +145,29 @@ template <class F> void with_winograd(detail::WinogradMode m, F&& f) {
   detail::conv_winograd = saved;
 }
 
-TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles, bias, block size") {
+// Run a body with Winograd's transforms on tile rows (row kernels) or on gathered
+// tiles (block kernels) for every plane width, then restore the default choice.
+template <class F> void with_wino_kernels(bool gathered, F&& f) {
+  const index_t saved = detail::wino_gather_max_tw;
+  detail::wino_gather_max_tw = gathered ? 1 << 20 : 0;
+  f();
+  detail::wino_gather_max_tw = saved;
+}
+
+TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles, bias, block size, kernels") {
   // Sizes that are not multiples of the 4x4 output tile, so partial tiles are exercised.
   // Off: the same cases through im2col, which Auto no longer picks for them (C = 3).
   using Mode = detail::WinogradMode;
   struct S { index_t H, W; };
   for (Mode mode : {Mode::On, Mode::Off})
+  for (bool gathered : {false, true})
   for (S sz : {S{9, 7}, S{4, 4}, S{6, 13}})
     for (int p : {0, 1, 2})
       for (bool bias : {true, false})
         for (bool tiny : {false, true}) {
-          if (mode == Mode::Off && tiny) continue;  // block size is a Winograd knob
+          if (mode == Mode::Off && (tiny || gathered)) continue;  // block size and kernels are Winograd knobs
           CAPTURE(mode == Mode::On);
+          CAPTURE(gathered);
           CAPTURE(sz.H);
           CAPTURE(sz.W);
           CAPTURE(p);
@@ -167,7 +178,7 @@ TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles
               b(randn<double>({4}, rng));
           const std::size_t saved = detail::wino_block_bytes;
           if (tiny) detail::wino_block_bytes = 1;  // one tile row per block: many blocks, two dx phases
-          with_winograd(mode, [&] {
+          with_wino_kernels(gathered, [&] { with_winograd(mode, [&] {
             auto f = [&](Tape<double>& t) { return bias ? conv2d(t, x, w, b, 1, p) : conv2d(t, x, w, Var<double>(), 1, p); };
             // The backward pass is the exact adjoint of the Winograd forward: the same 1e-6 as the direct path.
             auto r = bias ? gradcheck({&x, &w, &b}, [&](Tape<double>& t) { return project(t, f(t)); }, kLinear)
@@ -178,7 +189,7 @@ TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles
             Tensor<double> want = ref_conv2d(x.value(), w.value(), bias ? &b.value() : nullptr, 1, p, 1);
             REQUIRE(y.shape() == want.shape());
             CHECK((y.arr() - want.arr()).abs().maxCoeff() < 1e-11);
-          });
+          }); });
           detail::wino_block_bytes = saved;
         }
 }
@@ -227,9 +238,11 @@ TEST_CASE("conv2d winograd: float values and gradients within 1e-5 (of the large
   // block (independent blocks, two dx phases) when tiny; (3, 24, 33, 8): many blocks.
   struct Case { Shape x; index_t O; };
   for (const Case& c : {Case{{2, 16, 20, 19}, 16}, Case{{3, 24, 33, 8}, 12}})
-    for (bool tiny : {false, true}) {
+    for (bool tiny : {false, true})
+    for (bool gathered : {false, true}) {
       CAPTURE(c.x.str());
       CAPTURE(tiny);
+      CAPTURE(gathered);
       Rng rng(31);
       Tensor<double> xd = randn<double>(c.x, rng), wd = randn<double>({c.O, c.x[1], 3, 3}, rng, 0.0, 0.2),
                      bd = randn<double>({c.O}, rng);
@@ -239,9 +252,12 @@ TEST_CASE("conv2d winograd: float values and gradients within 1e-5 (of the large
       Param<float> w(wd.cast<float>()), b(bd.cast<float>());
       auto x = t.leaf(xd.cast<float>());
       Var<float> y;
-      with_winograd(detail::WinogradMode::On, [&] { y = conv2d(t, x, w, b, 1, 1); });
-      Tensor<double> gy = randn<double>(y.shape(), rng);
-      t.backward(y, gy.cast<float>());
+      Tensor<double> gy;
+      with_wino_kernels(gathered, [&] {
+        with_winograd(detail::WinogradMode::On, [&] { y = conv2d(t, x, w, b, 1, 1); });
+        gy = randn<double>(y.shape(), rng);
+        t.backward(y, gy.cast<float>());
+      });
       detail::wino_block_bytes = saved;
       Param<double> xw(xd.clone()), ww(wd.clone()), bw(bd.clone());
       Tensor<double> yd;

@@ -113,3 +113,33 @@ TEST_CASE("gradcheck: catches a wrong backward rule") {
   auto ok = gradcheck({&x}, [&](Tape<double>& t) { return sum(t, mul(t, x, x)); });
   MARROW_CHECK_GRAD(ok, 1e-7);
 }
+
+// A node that feeds several ops, or one op twice (add(x, x), linear(x, x), attention with
+// q = k = v), collects the sum of every share: no rule may overwrite another's.
+TEST_CASE("tape: a node read by several ops, or twice by one, sums every share") {
+  using marrow::testing::project;
+  Rng rng(12);
+  Param<double> x(randn<double>({4, 4}, rng)), w(randn<double>({4}, rng)), b(randn<double>({4}, rng));
+  auto check = [&](const char* what, auto f) {
+    CAPTURE(what);
+    auto r = gradcheck({&x}, [&](Tape<double>& t) { return project(t, f(t, Var<double>(x))); });
+    MARROW_CHECK_GRAD(r, 1e-6);
+  };
+  check("add(x, x)", [](Tape<double>& t, Var<double> v) { return add(t, v, v); });
+  check("mul(x, x)", [](Tape<double>& t, Var<double> v) { return mul(t, v, v); });
+  check("linear(x, x)", [](Tape<double>& t, Var<double> v) { return linear(t, v, v); });
+  check("gelu + reshape + relu of one leaf", [](Tape<double>& t, Var<double> v) {
+    return add(t, gelu(t, v), reshape(t, relu(t, reshape(t, v, {16})), {4, 4}));
+  });
+  check("layer_norm twice", [&](Tape<double>& t, Var<double> v) {
+    return mul(t, layer_norm(t, v, Var<double>(w), Var<double>(b)), layer_norm(t, v, Var<double>(), Var<double>()));
+  });
+  check("attention with q = k = v", [](Tape<double>& t, Var<double> v) {
+    Var<double> h = reshape(t, v, {1, 1, 4, 4});
+    return scaled_dot_product_attention(t, h, h, h, true);
+  });
+  check("attention with q = k", [](Tape<double>& t, Var<double> v) {
+    Var<double> h = reshape(t, v, {1, 1, 4, 4});
+    return scaled_dot_product_attention(t, h, h, mul_scalar(t, h, 2.0), false);
+  });
+}

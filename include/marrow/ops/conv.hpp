@@ -47,7 +47,7 @@ template <class T> using CBandView = Eigen::Map<const RowMat<T>, 0, Eigen::Outer
 
 // Per-thread scratch that only grows: steady-state training allocates nothing here.
 template <class T> T* conv_scratch(int slot, std::size_t n) {
-  thread_local std::vector<T> buf[3];
+  thread_local std::vector<T> buf[4];
   if (buf[slot].size() < n) buf[slot].resize(n);
   return buf[slot].data();
 }
@@ -104,8 +104,81 @@ inline ConvPlan conv_plan(index_t N, const ConvGeom& g, index_t M, std::size_t e
   return p;
 }
 
+// Strided kernels (DCGAN's 4x4 stride 2, the colorizer's downsampling) on small
+// planes: a row of 7 or 14 placements left the general loops below mostly
+// bookkeeping (bounds, zero fills, calls per kernel tap and row). These copy
+// the image rows a band reads into a zero-padded scratch once, so every tap row
+// is a plain strided copy (or add) with no bounds. Padded row r is image row r − pad.
+template <class T> struct PaddedRows {
+  index_t r0, nr, Wp;  // first padded row, row count, padded width
+  PaddedRows(const ConvGeom& g, index_t oh0, index_t oh1)
+      : r0(oh0 * g.stride), nr((oh1 - 1) * g.stride + index_t(g.dil) * (g.kh - 1) + 1 - oh0 * g.stride),
+        Wp(std::max<index_t>(g.W + 2 * g.pad, (g.Wo - 1) * g.stride + index_t(g.dil) * (g.kw - 1) + 1)) {}
+  std::size_t size(const ConvGeom& g) const { return std::size_t(g.C * nr * Wp); }
+  // Image row of padded row r, or −1 where r lies in the padding.
+  index_t image_row(const ConvGeom& g, index_t r) const {
+    const index_t ih = r0 + r - g.pad;
+    return ih >= 0 && ih < g.H ? ih : -1;
+  }
+};
+
+template <class T, int S>  // S: the stride if known at compile time, else 0
+void im2col_padded(const T* img, const ConvGeom& g, index_t oh0, index_t oh1, T* cols, index_t ld) {
+  const PaddedRows<T> pr(g, oh0, oh1);
+  T* pad = conv_scratch<T>(3, pr.size(g));
+  for (index_t c = 0; c < g.C; ++c)
+    for (index_t r = 0; r < pr.nr; ++r) {
+      T* row = pad + (c * pr.nr + r) * pr.Wp;
+      const index_t ih = pr.image_row(g, r);
+      std::fill(row, row + pr.Wp, T(0));
+      if (ih >= 0) std::copy_n(img + (c * g.H + ih) * g.W, g.W, row + g.pad);
+    }
+  const index_t s = S ? S : g.stride, dil = g.dil;
+  for (index_t c = 0; c < g.C; ++c)
+    for (index_t ki = 0; ki < g.kh; ++ki)
+      for (index_t oh = oh0; oh < oh1; ++oh) {
+        const T* row = pad + (c * pr.nr + oh * s - pr.r0 + ki * dil) * pr.Wp;
+        for (index_t kj = 0; kj < g.kw; ++kj) {
+          T* dst = cols + ((c * g.kh + ki) * g.kw + kj) * ld + (oh - oh0) * g.Wo;
+          const T* src = row + kj * dil;
+          for (index_t ow = 0; ow < g.Wo; ++ow) dst[ow] = src[ow * s];
+        }
+      }
+}
+
+template <class T, int S>
+void col2im_padded(const T* cols, index_t ld, const ConvGeom& g, index_t oh0, index_t oh1, T* img) {
+  const PaddedRows<T> pr(g, oh0, oh1);
+  T* pad = conv_scratch<T>(3, pr.size(g));
+  std::fill(pad, pad + pr.size(g), T(0));
+  const index_t s = S ? S : g.stride, dil = g.dil;
+  for (index_t c = 0; c < g.C; ++c)
+    for (index_t ki = 0; ki < g.kh; ++ki)
+      for (index_t oh = oh0; oh < oh1; ++oh) {
+        T* row = pad + (c * pr.nr + oh * s - pr.r0 + ki * dil) * pr.Wp;
+        for (index_t kj = 0; kj < g.kw; ++kj) {
+          const T* src = cols + ((c * g.kh + ki) * g.kw + kj) * ld + (oh - oh0) * g.Wo;
+          T* dst = row + kj * dil;
+          for (index_t ow = 0; ow < g.Wo; ++ow) dst[ow * s] += src[ow];
+        }
+      }
+  for (index_t c = 0; c < g.C; ++c)
+    for (index_t r = 0; r < pr.nr; ++r)
+      if (const index_t ih = pr.image_row(g, r); ih >= 0) {
+        const T* row = pad + (c * pr.nr + r) * pr.Wp + g.pad;
+        T* dst = img + (c * g.H + ih) * g.W;
+#pragma omp simd
+        for (index_t w = 0; w < g.W; ++w) dst[w] += row[w];
+      }
+}
+
+// Whether the padded-rows kernels above pay: strided placements over narrow rows.
+inline bool use_padded_rows(const ConvGeom& g) { return g.stride > 1 && g.Wo <= 64; }
+
 // cols (krows, (oh1-oh0)·Wo), row stride ld = the image patches under placement rows [oh0, oh1).
 template <class T> void im2col(const T* img, const ConvGeom& g, index_t oh0, index_t oh1, T* cols, index_t ld) {
+  if (use_padded_rows(g))
+    return g.stride == 2 ? im2col_padded<T, 2>(img, g, oh0, oh1, cols, ld) : im2col_padded<T, 0>(img, g, oh0, oh1, cols, ld);
   const index_t s = g.stride;
   for (index_t c = 0; c < g.C; ++c)
     for (int ki = 0; ki < g.kh; ++ki)
@@ -132,6 +205,8 @@ template <class T> void im2col(const T* img, const ConvGeom& g, index_t oh0, ind
 
 // img += the adjoint of im2col for placement rows [oh0, oh1).
 template <class T> void col2im(const T* cols, index_t ld, const ConvGeom& g, index_t oh0, index_t oh1, T* img) {
+  if (use_padded_rows(g))
+    return g.stride == 2 ? col2im_padded<T, 2>(cols, ld, g, oh0, oh1, img) : col2im_padded<T, 0>(cols, ld, g, oh0, oh1, img);
   const index_t s = g.stride;
   for (index_t c = 0; c < g.C; ++c)
     for (int ki = 0; ki < g.kh; ++ki)

@@ -290,6 +290,165 @@ void wino_scatter_row(const T* v, index_t sxi, index_t H, index_t W, index_t pad
   }
 }
 
+// ---- small planes: every tile of a block as the lane ------------------------------
+// On 8x8 and 16x16 planes a tile row holds 2 or 4 tiles, so the row kernels above
+// ran each transform 2 or 4 lanes wide (a third of the colorizer's step went
+// there). For planes at most wino_gather_max_tw tiles wide, the tiles of all nr tile
+// rows of a block (one channel) are gathered into lane-contiguous rows, one entry
+// per tile, and each transform runs over all L = nr·tw tiles at once. Tile
+// t = r·tw + j is tile j of the block's tile row r, the layout V and M use anyway.
+// Planes of image n start at base + n·pstride; (n, ti) of block row r come from r0 + r.
+inline index_t wino_gather_max_tw = 4;  // tests set 0 (row kernels only) or a large value (gather always)
+inline index_t wino_gather_scratch(index_t L) { return 72 * L; }
+
+// V_ξ[t] = (Bᵀ d_t B)[ξ] for the block's tiles of one channel; ξ-th output at v + ξ·sxi.
+template <class T>
+void wino_in_block(const T* base, index_t pstride, index_t H, index_t W, index_t pad, index_t th, index_t tw,
+                   index_t r0, index_t nr, T* v, index_t sxi, T* s) {
+  const index_t L = nr * tw;
+  T* d = s;            // d[(6i + k)·L + t]: row i, column k of tile t's 6x6 input patch
+  T* tmp = s + 36 * L;
+  // The 6 image rows a tile row reads, zero-padded to the Wp = 4·tw + 2 columns its
+  // tiles span (>= W + 2·pad), so the gather below needs no bounds. They sit in tmp,
+  // which is free until the transforms (36·L >= 6·Wp).
+  const index_t Wp = 4 * tw + 2;
+  for (index_t r = 0; r < nr; ++r) {
+    const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
+    const T* plane = base + n * pstride;
+    for (index_t i = 0; i < 6; ++i) {
+      T* pr = tmp + i * Wp;
+      const index_t row = 4 * ti + i - pad;
+      for (index_t c = 0; c < Wp; ++c) pr[c] = T(0);
+      if (row >= 0 && row < H)
+        for (index_t c = 0; c < W; ++c) pr[pad + c] = plane[row * W + c];
+      for (index_t k = 0; k < 6; ++k) {
+        T* dst = d + (6 * i + k) * L + r * tw;
+        const T* src = pr + k;
+        for (index_t j = 0; j < tw; ++j) dst[j] = src[4 * j];
+      }
+    }
+  }
+  for (index_t k = 0; k < 6; ++k) {  // down the columns
+    const T* di[6];
+    T* o[6];
+    for (int i = 0; i < 6; ++i) di[i] = d + (6 * i + k) * L, o[i] = tmp + (6 * i + k) * L;
+    wino_bt(di, o, L);
+  }
+  for (index_t a = 0; a < 6; ++a) {  // along the rows
+    const T* di[6];
+    T* o[6];
+    for (int b = 0; b < 6; ++b) di[b] = tmp + (6 * a + b) * L, o[b] = v + (6 * a + b) * sxi;
+    wino_bt(di, o, L);
+  }
+}
+
+// Output tiles of the block, one output channel: y = Aᵀ m A + bias, clipped to (Ho, Wo).
+template <class T>
+void wino_out_block(const T* m, index_t sxi, index_t Ho, index_t Wo, index_t th, index_t tw, index_t r0, index_t nr,
+                    T bias, T* base, index_t pstride, T* s) {
+  const index_t L = nr * tw;
+  T* h = s;             // h[(4a + q)·L + t]
+  T* y = s + 24 * L;    // y[(4p + q)·L + t]
+  for (index_t a = 0; a < 6; ++a) {
+    const T* d[6];
+    T* o[4];
+    for (int b = 0; b < 6; ++b) d[b] = m + (6 * a + b) * sxi;
+    for (int q = 0; q < 4; ++q) o[q] = h + (4 * a + q) * L;
+    wino_at(d, o, L);
+  }
+  for (index_t q = 0; q < 4; ++q) {
+    const T* d[6];
+    T* o[4];
+    for (int a = 0; a < 6; ++a) d[a] = h + (4 * a + q) * L;
+    for (int p = 0; p < 4; ++p) o[p] = y + (4 * p + q) * L;
+    wino_at(d, o, L);
+  }
+  for (index_t r = 0; r < nr; ++r) {
+    const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
+    T* plane = base + n * pstride;
+    for (index_t p = 0; p < 4 && 4 * ti + p < Ho; ++p) {
+      T* dst = plane + (4 * ti + p) * Wo;
+      for (index_t j = 0; j < tw; ++j)
+        for (index_t q = 0; q < 4 && 4 * j + q < Wo; ++q) dst[4 * j + q] = y[(4 * p + q) * L + r * tw + j] + bias;
+    }
+  }
+}
+
+// Adjoint of wino_out_block: m̄_ξ[t] = (A ȳ_t Aᵀ)[ξ], ȳ zero outside (Ho, Wo).
+template <class T>
+void wino_dy_block(const T* base, index_t pstride, index_t Ho, index_t Wo, index_t th, index_t tw, index_t r0,
+                   index_t nr, T* m, index_t sxi, T* s) {
+  const index_t L = nr * tw;
+  T* yb = s;            // yb[(4p + q)·L + t]
+  T* h = s + 16 * L;    // h[(4a + q)·L + t]
+  for (index_t r = 0; r < nr; ++r) {
+    const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
+    const T* plane = base + n * pstride;
+    for (index_t p = 0; p < 4; ++p) {
+      const index_t row = 4 * ti + p;
+      for (index_t q = 0; q < 4; ++q) {
+        T* dst = yb + (4 * p + q) * L + r * tw;
+        for (index_t j = 0; j < tw; ++j) {
+          const index_t col = 4 * j + q;
+          dst[j] = row < Ho && col < Wo ? plane[row * Wo + col] : T(0);
+        }
+      }
+    }
+  }
+  for (index_t q = 0; q < 4; ++q) {  // down: 4 rows -> 6
+    const T* d[4];
+    T* o[6];
+    for (int p = 0; p < 4; ++p) d[p] = yb + (4 * p + q) * L;
+    for (int a = 0; a < 6; ++a) o[a] = h + (4 * a + q) * L;
+    wino_a(d, o, L);
+  }
+  for (index_t a = 0; a < 6; ++a) {  // along: 4 columns -> 6
+    const T* d[4];
+    T* o[6];
+    for (int q = 0; q < 4; ++q) d[q] = h + (4 * a + q) * L;
+    for (int b = 0; b < 6; ++b) o[b] = m + (6 * a + b) * sxi;
+    wino_a(d, o, L);
+  }
+}
+
+// Adjoint of wino_in_block: planes += overlap-add of the 6x6 patches B v̄_t Bᵀ. The block's
+// tile rows are added one after another (neighbouring rows share two image rows).
+template <class T>
+void wino_scatter_block(const T* v, index_t sxi, index_t H, index_t W, index_t pad, index_t th, index_t tw, index_t r0,
+                        index_t nr, T* base, index_t pstride, T* s) {
+  const index_t L = nr * tw;
+  T* tb = s;            // tb[(6a + k)·L + t]
+  T* P = s + 36 * L;    // P[(6i + k)·L + t]: the patch
+  for (index_t a = 0; a < 6; ++a) {
+    const T* d[6];
+    T* o[6];
+    for (int b = 0; b < 6; ++b) d[b] = v + (6 * a + b) * sxi;
+    for (int k = 0; k < 6; ++k) o[k] = tb + (6 * a + k) * L;
+    wino_b(d, o, L);
+  }
+  for (index_t k = 0; k < 6; ++k) {
+    const T* d[6];
+    T* o[6];
+    for (int a = 0; a < 6; ++a) d[a] = tb + (6 * a + k) * L;
+    for (int i = 0; i < 6; ++i) o[i] = P + (6 * i + k) * L;
+    wino_b(d, o, L);
+  }
+  for (index_t r = 0; r < nr; ++r) {
+    const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
+    T* plane = base + n * pstride;
+    for (index_t i = 0; i < 6; ++i) {
+      const index_t row = 4 * ti + i - pad;
+      if (row < 0 || row >= H) continue;
+      T* dst = plane + row * W;
+      for (index_t j = 0; j < tw; ++j)
+        for (index_t k = 0; k < 6; ++k) {
+          const index_t col = 4 * j + k - pad;
+          if (col >= 0 && col < W) dst[col] += P[(6 * i + k) * L + r * tw + j];
+        }
+    }
+  }
+}
+
 // ---- weights -----------------------------------------------------------------------
 inline constexpr double kWinoG[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                         {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
@@ -408,10 +567,12 @@ template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, 
   {
     T* V = p.shared ? sharedV : wino_scratch<T>(0, std::size_t(36 * C * ldmax));
     T* M = p.shared ? sharedM : wino_scratch<T>(1, std::size_t(36 * O * ldmax));
-    T* s = wino_scratch<T>(2, std::size_t(wino_row_scratch(tw)));
+    const bool gather = tw <= wino_gather_max_tw;
+    T* s = wino_scratch<T>(2, std::size_t(gather ? wino_gather_scratch(ldmax) : wino_row_scratch(tw)));
     auto block = [&](index_t b) {
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
       wino_for(p.shared, C, [&](index_t c) {
+        if (gather) return wino_in_block(x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld, s);
         for (index_t r = 0; r < nr; ++r) {
           const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
           wino_in_row(x + (n * C + c) * g.H * g.W, g.H, g.W, g.pad, ti, tw, V + c * ld + r * tw, C * ld, s);
@@ -421,9 +582,11 @@ template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, 
         MatView<T>(M + xi * O * ld, O, ld).noalias() = CMatView<T>(U + xi * O * C, O, C) * CMatView<T>(V + xi * C * ld, C, ld);
       });
       wino_for(p.shared, O, [&](index_t o) {
+        const T bo = bias ? bias[o] : T(0);
+        if (gather) return wino_out_block(M + o * ld, O * ld, Ho, Wo, th, tw, r0, nr, bo, y + o * Ho * Wo, O * Ho * Wo, s);
         for (index_t r = 0; r < nr; ++r) {
           const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
-          wino_out_row(M + o * ld + r * tw, O * ld, Ho, Wo, ti, tw, bias ? bias[o] : T(0), y + (n * O + o) * Ho * Wo, s);
+          wino_out_row(M + o * ld + r * tw, O * ld, Ho, Wo, ti, tw, bo, y + (n * O + o) * Ho * Wo, s);
         }
       });
     };
@@ -448,7 +611,8 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
   {
     T* V = p.shared ? sharedV : wino_scratch<T>(0, std::size_t(36 * C * ldmax));
     T* M = p.shared ? sharedM : wino_scratch<T>(1, std::size_t(36 * O * ldmax));
-    T* s = wino_scratch<T>(2, std::size_t(wino_row_scratch(tw)));
+    const bool gather = tw <= wino_gather_max_tw;
+    T* s = wino_scratch<T>(2, std::size_t(gather ? wino_gather_scratch(ldmax) : wino_row_scratch(tw)));
     // Independent blocks sum dU privately; shared blocks split ξ, so each dU_ξ has one writer.
     T* part = dw && !p.shared ? wino_scratch<T>(3, std::size_t(36 * O * C)) : dU;
     if (dw && !p.shared) std::fill(part, part + 36 * O * C, T(0));
@@ -456,12 +620,14 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
       if (dw)
         wino_for(p.shared, C, [&](index_t c) {
+          if (gather) return wino_in_block(x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld, s);
           for (index_t r = 0; r < nr; ++r) {
             const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
             wino_in_row(x + (n * C + c) * g.H * g.W, g.H, g.W, g.pad, ti, tw, V + c * ld + r * tw, C * ld, s);
           }
         });
       wino_for(p.shared, O, [&](index_t o) {
+        if (gather) return wino_dy_block(dy + o * Ho * Wo, O * Ho * Wo, Ho, Wo, th, tw, r0, nr, M + o * ld, O * ld, s);
         for (index_t r = 0; r < nr; ++r) {
           const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
           wino_dy_row(dy + (n * O + o) * Ho * Wo, Ho, Wo, ti, tw, M + o * ld + r * tw, O * ld, s);
@@ -475,6 +641,7 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
       });
       if (dx)  // tile rows of one channel overlap: keep a channel's rows on one thread
         wino_for(p.shared, C, [&](index_t c) {
+          if (gather) return wino_scatter_block(V + c * ld, C * ld, g.H, g.W, g.pad, th, tw, r0, nr, dx + c * g.H * g.W, C * g.H * g.W, s);
           for (index_t r = 0; r < nr; ++r) {
             const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
             wino_scatter_row(V + c * ld + r * tw, C * ld, g.H, g.W, g.pad, ti, tw, dx + (n * C + c) * g.H * g.W, s);
