@@ -52,43 +52,36 @@ int main(int argc, char** argv) {
   Rng rng(0);
   Tape<float> t;
   struct L { const char* name; Shape x, w; int s; };
-  if (argc > 3 && std::string(argv[3]) == "color") {
-    for (const L& l : {L{"color 64x1x32x32->32 s2", {64, 1, 32, 32}, {32, 1, 3, 3}, 2},
-                       L{"color 64x32x16x16->64", {64, 32, 16, 16}, {64, 32, 3, 3}, 1},
-                       L{"color 64x64x16x16->64 s2", {64, 64, 16, 16}, {64, 64, 3, 3}, 2},
-                       L{"color 64x64x8x8->128", {64, 64, 8, 8}, {128, 64, 3, 3}, 1},
-                       L{"color 64x128x8x8->128", {64, 128, 8, 8}, {128, 128, 3, 3}, 1},
-                       L{"color 64x128x8x8->64", {64, 128, 8, 8}, {64, 128, 3, 3}, 1},
-                       L{"color 64x128x8x8->128 s2", {64, 128, 8, 8}, {128, 128, 3, 3}, 2},
-                       L{"color 64x128x4x4->128 s2", {64, 128, 4, 4}, {128, 128, 3, 3}, 2},
-                       L{"color 64x64x8x8->64", {64, 64, 8, 8}, {64, 64, 3, 3}, 1},
-                       L{"color 64x64x16x16->32", {64, 64, 16, 16}, {32, 64, 3, 3}, 1},
-                       L{"color 64x32x16x16->32", {64, 32, 16, 16}, {32, 32, 3, 3}, 1},
-                       L{"color 64x32x32x32->16", {64, 32, 32, 32}, {16, 32, 3, 3}, 1},
-                       L{"color 64x16x32x32->2", {64, 16, 32, 32}, {2, 16, 3, 3}, 1}}) {
-      Tensor<float> x = randn<float>(l.x, rng);
-      Param<float> w(randn<float>(l.w, rng));
-      timed(l.name, reps, [&] {
-        t.reset();
-        auto xv = t.leaf(x);
-        t.backward(sum(t, conv2d(t, xv, w, Var<float>(), l.s, 1)));
-      });
-    }
-    return 0;
-  }
+  const std::vector<L> color = {
+      {"color 64x1x32x32->32 s2", {64, 1, 32, 32}, {32, 1, 3, 3}, 2},
+      {"color 64x32x16x16->64", {64, 32, 16, 16}, {64, 32, 3, 3}, 1},
+      {"color 64x64x16x16->64 s2", {64, 64, 16, 16}, {64, 64, 3, 3}, 2},
+      {"color 64x64x8x8->128", {64, 64, 8, 8}, {128, 64, 3, 3}, 1},
+      {"color 64x128x8x8->128", {64, 128, 8, 8}, {128, 128, 3, 3}, 1},
+      {"color 64x128x8x8->64", {64, 128, 8, 8}, {64, 128, 3, 3}, 1},
+      {"color 64x128x8x8->128 s2", {64, 128, 8, 8}, {128, 128, 3, 3}, 2},
+      {"color 64x128x4x4->128 s2", {64, 128, 4, 4}, {128, 128, 3, 3}, 2},
+      {"color 64x64x8x8->64", {64, 64, 8, 8}, {64, 64, 3, 3}, 1},
+      {"color 64x64x16x16->32", {64, 64, 16, 16}, {32, 64, 3, 3}, 1},
+      {"color 64x32x16x16->32", {64, 32, 16, 16}, {32, 32, 3, 3}, 1},
+      {"color 64x32x32x32->16", {64, 32, 32, 32}, {16, 32, 3, 3}, 1},
+      {"color 64x16x32x32->2", {64, 16, 32, 32}, {2, 16, 3, 3}, 1}};
+  const std::vector<L> levels = {
+      {"unet 4x16x256x256->16 k3p1", {4, 16, 256, 256}, {16, 16, 3, 3}, 1},
+      {"unet 4x32x128x128->32 k3p1", {4, 32, 128, 128}, {32, 32, 3, 3}, 1},
+      {"unet 4x64x64x64->64 k3p1", {4, 64, 64, 64}, {64, 64, 3, 3}, 1},
+      {"unet 4x128x32x32->128 k3p1", {4, 128, 32, 32}, {128, 128, 3, 3}, 1},
+      {"unet 4x256x16x16->256 k3p1", {4, 256, 16, 16}, {256, 256, 3, 3}, 1},
+      {"dcgan 64x64x14x14->128 k4s2p1", {64, 64, 14, 14}, {128, 64, 4, 4}, 2}};
   if (argc > 3) {
-    for (const L& l : {L{"unet 4x16x256x256->16 k3p1", {4, 16, 256, 256}, {16, 16, 3, 3}, 1},
-                       L{"unet 4x32x128x128->32 k3p1", {4, 32, 128, 128}, {32, 32, 3, 3}, 1},
-                       L{"unet 4x64x64x64->64 k3p1", {4, 64, 64, 64}, {64, 64, 3, 3}, 1},
-                       L{"unet 4x128x32x32->128 k3p1", {4, 128, 32, 32}, {128, 128, 3, 3}, 1},
-                       L{"unet 4x256x16x16->256 k3p1", {4, 256, 16, 16}, {256, 256, 3, 3}, 1},
-                       L{"dcgan 64x64x14x14->128 k4s2p1", {64, 64, 14, 14}, {128, 64, 4, 4}, 2}}) {
+    const bool is_color = std::string(argv[3]) == "color";  // the colorizer's convs have no bias (BatchNorm follows)
+    for (const L& l : is_color ? color : levels) {
       Tensor<float> x = randn<float>(l.x, rng);
       Param<float> w(randn<float>(l.w, rng)), b(randn<float>({l.w[0]}, rng));
       timed(l.name, reps, [&] {
         t.reset();
         auto xv = t.leaf(x);
-        t.backward(sum(t, conv2d(t, xv, w, b, l.s, 1)));
+        t.backward(sum(t, conv2d(t, xv, w, is_color ? Var<float>() : Var<float>(b), l.s, 1)));
       });
     }
     return 0;

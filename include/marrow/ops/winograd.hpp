@@ -301,6 +301,27 @@ void wino_scatter_row(const T* v, index_t sxi, index_t H, index_t W, index_t pad
 inline index_t wino_gather_max_tw = 4;  // tests set 0 (row kernels only) or a large value (gather always)
 inline index_t wino_gather_scratch(index_t L) { return 72 * L; }
 
+// A 2-D transform as two passes of 1-D ones over lane rows (L lanes each): `down`
+// maps every column k of the Ri x Ki input grid (rows i -> a), `along` every row a
+// of that Ro x Ki result (columns k -> b). in(i, k) and out(a, b) give row pointers.
+template <class T, int Ri, int Ro, int Ki, int Ko, class In, class Down, class Along, class Out>
+void wino_two_pass(In in, Down down, Along along, Out out, T* mid, index_t L) {
+  for (int k = 0; k < Ki; ++k) {
+    const T* d[Ri];
+    T* o[Ro];
+    for (int i = 0; i < Ri; ++i) d[i] = in(i, k);
+    for (int a = 0; a < Ro; ++a) o[a] = mid + (a * Ki + k) * L;
+    down(d, o, L);
+  }
+  for (int a = 0; a < Ro; ++a) {
+    const T* d[Ki];
+    T* o[Ko];
+    for (int k = 0; k < Ki; ++k) d[k] = mid + (a * Ki + k) * L;
+    for (int b = 0; b < Ko; ++b) o[b] = out(a, b);
+    along(d, o, L);
+  }
+}
+
 // V_ξ[t] = (Bᵀ d_t B)[ξ] for the block's tiles of one channel; ξ-th output at v + ξ·sxi.
 template <class T>
 void wino_in_block(const T* base, index_t pstride, index_t H, index_t W, index_t pad, index_t th, index_t tw,
@@ -328,18 +349,8 @@ void wino_in_block(const T* base, index_t pstride, index_t H, index_t W, index_t
       }
     }
   }
-  for (index_t k = 0; k < 6; ++k) {  // down the columns
-    const T* di[6];
-    T* o[6];
-    for (int i = 0; i < 6; ++i) di[i] = d + (6 * i + k) * L, o[i] = tmp + (6 * i + k) * L;
-    wino_bt(di, o, L);
-  }
-  for (index_t a = 0; a < 6; ++a) {  // along the rows
-    const T* di[6];
-    T* o[6];
-    for (int b = 0; b < 6; ++b) di[b] = tmp + (6 * a + b) * L, o[b] = v + (6 * a + b) * sxi;
-    wino_bt(di, o, L);
-  }
+  wino_two_pass<T, 6, 6, 6, 6>([&](int i, int k) { return d + (6 * i + k) * L; }, wino_bt<T>, wino_bt<T>,
+                               [&](int a, int b) { return v + (6 * a + b) * sxi; }, tmp, L);
 }
 
 // Output tiles of the block, one output channel: y = Aᵀ m A + bias, clipped to (Ho, Wo).
@@ -347,22 +358,9 @@ template <class T>
 void wino_out_block(const T* m, index_t sxi, index_t Ho, index_t Wo, index_t th, index_t tw, index_t r0, index_t nr,
                     T bias, T* base, index_t pstride, T* s) {
   const index_t L = nr * tw;
-  T* h = s;             // h[(4a + q)·L + t]
-  T* y = s + 24 * L;    // y[(4p + q)·L + t]
-  for (index_t a = 0; a < 6; ++a) {
-    const T* d[6];
-    T* o[4];
-    for (int b = 0; b < 6; ++b) d[b] = m + (6 * a + b) * sxi;
-    for (int q = 0; q < 4; ++q) o[q] = h + (4 * a + q) * L;
-    wino_at(d, o, L);
-  }
-  for (index_t q = 0; q < 4; ++q) {
-    const T* d[6];
-    T* o[4];
-    for (int a = 0; a < 6; ++a) d[a] = h + (4 * a + q) * L;
-    for (int p = 0; p < 4; ++p) o[p] = y + (4 * p + q) * L;
-    wino_at(d, o, L);
-  }
+  T* y = s + 24 * L;  // y[(4p + q)·L + t]
+  wino_two_pass<T, 6, 4, 6, 4>([&](int a, int b) { return m + (6 * a + b) * sxi; }, wino_at<T>, wino_at<T>,
+                               [&](int p, int q) { return y + (4 * p + q) * L; }, s, L);
   for (index_t r = 0; r < nr; ++r) {
     const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
     T* plane = base + n * pstride;
@@ -395,20 +393,8 @@ void wino_dy_block(const T* base, index_t pstride, index_t Ho, index_t Wo, index
       }
     }
   }
-  for (index_t q = 0; q < 4; ++q) {  // down: 4 rows -> 6
-    const T* d[4];
-    T* o[6];
-    for (int p = 0; p < 4; ++p) d[p] = yb + (4 * p + q) * L;
-    for (int a = 0; a < 6; ++a) o[a] = h + (4 * a + q) * L;
-    wino_a(d, o, L);
-  }
-  for (index_t a = 0; a < 6; ++a) {  // along: 4 columns -> 6
-    const T* d[4];
-    T* o[6];
-    for (int q = 0; q < 4; ++q) d[q] = h + (4 * a + q) * L;
-    for (int b = 0; b < 6; ++b) o[b] = m + (6 * a + b) * sxi;
-    wino_a(d, o, L);
-  }
+  wino_two_pass<T, 4, 6, 4, 6>([&](int p, int q) { return yb + (4 * p + q) * L; }, wino_a<T>, wino_a<T>,
+                               [&](int a, int b) { return m + (6 * a + b) * sxi; }, h, L);
 }
 
 // Adjoint of wino_in_block: planes += overlap-add of the 6x6 patches B v̄_t Bᵀ. The block's
@@ -417,22 +403,9 @@ template <class T>
 void wino_scatter_block(const T* v, index_t sxi, index_t H, index_t W, index_t pad, index_t th, index_t tw, index_t r0,
                         index_t nr, T* base, index_t pstride, T* s) {
   const index_t L = nr * tw;
-  T* tb = s;            // tb[(6a + k)·L + t]
-  T* P = s + 36 * L;    // P[(6i + k)·L + t]: the patch
-  for (index_t a = 0; a < 6; ++a) {
-    const T* d[6];
-    T* o[6];
-    for (int b = 0; b < 6; ++b) d[b] = v + (6 * a + b) * sxi;
-    for (int k = 0; k < 6; ++k) o[k] = tb + (6 * a + k) * L;
-    wino_b(d, o, L);
-  }
-  for (index_t k = 0; k < 6; ++k) {
-    const T* d[6];
-    T* o[6];
-    for (int a = 0; a < 6; ++a) d[a] = tb + (6 * a + k) * L;
-    for (int i = 0; i < 6; ++i) o[i] = P + (6 * i + k) * L;
-    wino_b(d, o, L);
-  }
+  T* P = s + 36 * L;  // P[(6i + k)·L + t]: the patch
+  wino_two_pass<T, 6, 6, 6, 6>([&](int a, int b) { return v + (6 * a + b) * sxi; }, wino_b<T>, wino_b<T>,
+                               [&](int i, int k) { return P + (6 * i + k) * L; }, s, L);
   for (index_t r = 0; r < nr; ++r) {
     const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
     T* plane = base + n * pstride;
