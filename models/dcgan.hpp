@@ -48,8 +48,8 @@ struct DcganConfig {
 
   Json to_json() const {
     return Json::object({{"z_dim", z_dim}, {"image", image}, {"channels", channels}, {"g_width", g_width},
-                         {"g_refine", g_refine}, {"d_width", d_width}, {"d_batchnorm", d_batchnorm}, {"d_dropout", d_dropout}, {"leak", leak},
-                         {"pack", pack}, {"averaged_g", averaged_g}});
+                         {"g_refine", g_refine}, {"d_width", d_width}, {"d_batchnorm", d_batchnorm},
+                         {"d_dropout", d_dropout}, {"leak", leak}, {"pack", pack}, {"averaged_g", averaged_g}});
   }
   static DcganConfig from_json(const Json& j) {
     DcganConfig c;

@@ -545,7 +545,9 @@ template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, 
     auto block = [&](index_t b) {
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
       wino_for(p.shared, C, [&](index_t c) {
-        if (gather) return wino_in_block(x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld, s);
+        if (gather)
+          return wino_in_block(x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld,
+                               s);
         for (index_t r = 0; r < nr; ++r) {
           const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
           wino_in_row(x + (n * C + c) * g.H * g.W, g.H, g.W, g.pad, ti, tw, V + c * ld + r * tw, C * ld, s);
@@ -556,7 +558,8 @@ template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, 
       });
       wino_for(p.shared, O, [&](index_t o) {
         const T bo = bias ? bias[o] : T(0);
-        if (gather) return wino_out_block(M + o * ld, O * ld, Ho, Wo, th, tw, r0, nr, bo, y + o * Ho * Wo, O * Ho * Wo, s);
+        if (gather)
+          return wino_out_block(M + o * ld, O * ld, Ho, Wo, th, tw, r0, nr, bo, y + o * Ho * Wo, O * Ho * Wo, s);
         for (index_t r = 0; r < nr; ++r) {
           const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
           wino_out_row(M + o * ld + r * tw, O * ld, Ho, Wo, ti, tw, bo, y + (n * O + o) * Ho * Wo, s);
@@ -593,7 +596,9 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
       if (dw)
         wino_for(p.shared, C, [&](index_t c) {
-          if (gather) return wino_in_block(x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld, s);
+          if (gather)
+            return wino_in_block(x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld,
+                                 C * ld, s);
           for (index_t r = 0; r < nr; ++r) {
             const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
             wino_in_row(x + (n * C + c) * g.H * g.W, g.H, g.W, g.pad, ti, tw, V + c * ld + r * tw, C * ld, s);
@@ -614,7 +619,9 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
       });
       if (dx)  // tile rows of one channel overlap: keep a channel's rows on one thread
         wino_for(p.shared, C, [&](index_t c) {
-          if (gather) return wino_scatter_block(V + c * ld, C * ld, g.H, g.W, g.pad, th, tw, r0, nr, dx + c * g.H * g.W, C * g.H * g.W, s);
+          if (gather)
+            return wino_scatter_block(V + c * ld, C * ld, g.H, g.W, g.pad, th, tw, r0, nr, dx + c * g.H * g.W,
+                                      C * g.H * g.W, s);
           for (index_t r = 0; r < nr; ++r) {
             const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
             wino_scatter_row(V + c * ld + r * tw, C * ld, g.H, g.W, g.pad, ti, tw, dx + (n * C + c) * g.H * g.W, s);
