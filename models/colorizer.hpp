@@ -136,19 +136,6 @@ template <class T> Tensor<T> resize_area(const Tensor<T>& x, index_t S) {
 
 // ---- layers -----------------------------------------------------------------------------
 
-// 3×3 conv (no bias: BatchNorm's shift replaces it) + BatchNorm + ReLU.
-template <class T> struct ConvBnRelu {
-  Conv2d<T> conv;
-  BatchNorm<T> bn;
-  ConvBnRelu(index_t in, index_t out, int stride, Rng& rng)
-      : conv(in, out, 3, rng, {.stride = stride, .padding = 1, .bias = false}), bn(out) {}
-  Var<T> operator()(Tape<T>& t, const Var<T>& x) { return relu(t, bn(t, conv(t, x))); }
-  void visit(Visitor<T>& v, const std::string& prefix) {
-    conv.visit(v, join_name(prefix, "conv"));
-    bn.visit(v, join_name(prefix, "bn"));
-  }
-};
-
 template <class T> struct ColorizerOutput {
   Var<T> color;         // regression: (N, 2, H, W) ab / 110; classification: (N, Q, H/2, W/2) logits
   Var<T> class_logits;  // (N, classes), undefined without a class head

@@ -78,23 +78,16 @@ struct DcganConfig {
 
 // Layers followed by BatchNorm have no bias: the normalization subtracts it again.
 template <class T> struct Generator {
-  static std::vector<Conv2d<T>> make_refine(const DcganConfig& c, Rng& rng) {
-    std::vector<Conv2d<T>> v;
-    for (int i = 0; i < c.g_refine; ++i)
-      v.emplace_back(2 * c.g_width, 2 * c.g_width, 3, rng, Conv2dOptions{.padding = 1, .bias = false});
-    return v;
-  }
-  static std::vector<BatchNorm<T>> make_refine_bn(const DcganConfig& c) {
-    std::vector<BatchNorm<T>> v;
-    for (int i = 0; i < c.g_refine; ++i) v.emplace_back(2 * c.g_width);
+  static std::vector<ConvBnRelu<T>> make_refine(const DcganConfig& c, Rng& rng) {
+    std::vector<ConvBnRelu<T>> v;
+    for (int i = 0; i < c.g_refine; ++i) v.emplace_back(2 * c.g_width, 2 * c.g_width, 1, rng);
     return v;
   }
 
   DcganConfig cfg;
   Linear<T> fc;
   BatchNorm<T> bn0;  // over the 2w·(S/4)² features of fc, as BatchNorm1d in the reference
-  std::vector<Conv2d<T>> refine;  // cfg.g_refine of them, each followed by its BatchNorm
-  std::vector<BatchNorm<T>> refine_bn;
+  std::vector<ConvBnRelu<T>> refine;  // cfg.g_refine of them
   ConvTranspose2d<T> up1;
   BatchNorm<T> bn1;
   ConvTranspose2d<T> up2;
@@ -104,7 +97,6 @@ template <class T> struct Generator {
         fc(c.z_dim, index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4), rng, /*with_bias=*/false),
         bn0(index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4)),
         refine(make_refine(c, rng)),
-        refine_bn(make_refine_bn(c)),
         up1(2 * c.g_width, c.g_width, 4, rng, {.stride = 2, .padding = 1, .bias = false}),
         bn1(c.g_width),
         up2(c.g_width, c.channels, 4, rng, {.stride = 2, .padding = 1}) {}
@@ -116,16 +108,16 @@ template <class T> struct Generator {
     const index_t N = z.dim(0), s = cfg.image / 4;
     Var<T> h = relu(t, bn0(t, fc(t, z)));                   // (N, 2w·s·s)
     h = reshape(t, h, {N, 2 * cfg.g_width, s, s});          // (N, 2w, s, s)
-    for (std::size_t i = 0; i < refine.size(); ++i) h = relu(t, refine_bn[i](t, refine[i](t, h)));
+    for (ConvBnRelu<T>& r : refine) h = r(t, h);
     h = relu(t, bn1(t, up1(t, h)));                         // (N, w, 2s, 2s)
     return tanh(t, up2(t, h));                              // (N, C, 4s, 4s)
   }
   void visit(Visitor<T>& v, const std::string& prefix) {
     fc.visit(v, join_name(prefix, "fc"));
     bn0.visit(v, join_name(prefix, "bn0"));
-    for (std::size_t i = 0; i < refine.size(); ++i) {
-      refine[i].visit(v, join_name(prefix, "refine" + std::to_string(i)));
-      refine_bn[i].visit(v, join_name(prefix, "refine_bn" + std::to_string(i)));
+    for (std::size_t i = 0; i < refine.size(); ++i) {  // checkpoint names "refine0.weight", "refine_bn0.weight"
+      refine[i].conv.visit(v, join_name(prefix, "refine" + std::to_string(i)));
+      refine[i].bn.visit(v, join_name(prefix, "refine_bn" + std::to_string(i)));
     }
     up1.visit(v, join_name(prefix, "up1"));
     bn1.visit(v, join_name(prefix, "bn1"));

@@ -110,7 +110,7 @@ TEST_CASE("dcgan: shapes, ranges and parameter names") {
   REQUIRE(rs.size() == 18);
   CHECK(rs[3].name == "generator.refine0.weight");
   CHECK(rs[4].name == "generator.refine_bn0.weight");
-  CHECK(r.g.refine[0].weight.shape() == Shape{128, 128, 3, 3});
+  CHECK(r.g.refine[0].conv.weight.shape() == Shape{128, 128, 3, 3});
   CHECK(r.g(t, t.input(randn<float>({2, 100}, rng))).shape() == Shape{2, 1, 28, 28});
 }
 

@@ -158,6 +158,19 @@ template <class T> struct BatchNorm {
   }
 };
 
+// 3×3 conv (no bias: BatchNorm's shift replaces it) + BatchNorm + ReLU.
+template <class T> struct ConvBnRelu {
+  Conv2d<T> conv;
+  BatchNorm<T> bn;
+  ConvBnRelu(index_t in, index_t out, int stride, Rng& rng)
+      : conv(in, out, 3, rng, {.stride = stride, .padding = 1, .bias = false}), bn(out) {}
+  Var<T> operator()(Tape<T>& t, const Var<T>& x) { return relu(t, bn(t, conv(t, x))); }
+  void visit(Visitor<T>& v, const std::string& prefix) {
+    conv.visit(v, join_name(prefix, "conv"));
+    bn.visit(v, join_name(prefix, "bn"));
+  }
+};
+
 // Normalizes the last dim (C); weight ones, bias zeros (bias optional, as in nanoGPT).
 template <class T> struct LayerNorm {
   Param<T> weight;  // (C)

@@ -109,7 +109,7 @@ inline ConvPlan conv_plan(index_t N, const ConvGeom& g, index_t M, std::size_t e
 // bookkeeping (bounds, zero fills, calls per kernel tap and row). These copy
 // the image rows a band reads into a zero-padded scratch once, so every tap row
 // is a plain strided copy (or add) with no bounds. Padded row r is image row r − pad.
-template <class T> struct PaddedRows {
+struct PaddedRows {
   index_t r0, nr, Wp;  // first padded row, row count, padded width
   PaddedRows(const ConvGeom& g, index_t oh0, index_t oh1)
       : r0(oh0 * g.stride), nr((oh1 - 1) * g.stride + index_t(g.dil) * (g.kh - 1) + 1 - oh0 * g.stride),
@@ -122,9 +122,11 @@ template <class T> struct PaddedRows {
   }
 };
 
-template <class T, int S>  // S: the stride if known at compile time, else 0
+template <class T, int S = 0>  // S: the stride if known at compile time (the copies then vectorize), else 0
 void im2col_padded(const T* img, const ConvGeom& g, index_t oh0, index_t oh1, T* cols, index_t ld) {
-  const PaddedRows<T> pr(g, oh0, oh1);
+  if constexpr (S == 0)
+    if (g.stride == 2) return im2col_padded<T, 2>(img, g, oh0, oh1, cols, ld);
+  const PaddedRows pr(g, oh0, oh1);
   T* pad = conv_scratch<T>(3, pr.size(g));
   for (index_t c = 0; c < g.C; ++c)
     for (index_t r = 0; r < pr.nr; ++r) {
@@ -146,9 +148,11 @@ void im2col_padded(const T* img, const ConvGeom& g, index_t oh0, index_t oh1, T*
       }
 }
 
-template <class T, int S>
+template <class T, int S = 0>
 void col2im_padded(const T* cols, index_t ld, const ConvGeom& g, index_t oh0, index_t oh1, T* img) {
-  const PaddedRows<T> pr(g, oh0, oh1);
+  if constexpr (S == 0)
+    if (g.stride == 2) return col2im_padded<T, 2>(cols, ld, g, oh0, oh1, img);
+  const PaddedRows pr(g, oh0, oh1);
   T* pad = conv_scratch<T>(3, pr.size(g));
   std::fill(pad, pad + pr.size(g), T(0));
   const index_t s = S ? S : g.stride, dil = g.dil;
@@ -177,8 +181,7 @@ inline bool use_padded_rows(const ConvGeom& g) { return g.stride > 1 && g.Wo <= 
 
 // cols (krows, (oh1-oh0)·Wo), row stride ld = the image patches under placement rows [oh0, oh1).
 template <class T> void im2col(const T* img, const ConvGeom& g, index_t oh0, index_t oh1, T* cols, index_t ld) {
-  if (use_padded_rows(g))
-    return g.stride == 2 ? im2col_padded<T, 2>(img, g, oh0, oh1, cols, ld) : im2col_padded<T, 0>(img, g, oh0, oh1, cols, ld);
+  if (use_padded_rows(g)) return im2col_padded(img, g, oh0, oh1, cols, ld);
   const index_t s = g.stride;
   for (index_t c = 0; c < g.C; ++c)
     for (int ki = 0; ki < g.kh; ++ki)
@@ -205,8 +208,7 @@ template <class T> void im2col(const T* img, const ConvGeom& g, index_t oh0, ind
 
 // img += the adjoint of im2col for placement rows [oh0, oh1).
 template <class T> void col2im(const T* cols, index_t ld, const ConvGeom& g, index_t oh0, index_t oh1, T* img) {
-  if (use_padded_rows(g))
-    return g.stride == 2 ? col2im_padded<T, 2>(cols, ld, g, oh0, oh1, img) : col2im_padded<T, 0>(cols, ld, g, oh0, oh1, img);
+  if (use_padded_rows(g)) return col2im_padded(cols, ld, g, oh0, oh1, img);
   const index_t s = g.stride;
   for (index_t c = 0; c < g.C; ++c)
     for (int ki = 0; ki < g.kh; ++ki)

@@ -422,6 +422,38 @@ void wino_scatter_block(const T* v, index_t sxi, index_t H, index_t W, index_t p
   }
 }
 
+// ---- a block's tile rows, by either kind of kernel ---------------------------------------
+// gather: the block kernels (every tile one lane); else the row kernels, one tile row at a
+// time. Arguments as for the block kernels; tile row r of the block is (n, ti) = divmod(r0 + r, th).
+template <class T>
+void wino_in_tiles(bool gather, const T* base, index_t pstride, index_t H, index_t W, index_t pad, index_t th,
+                   index_t tw, index_t r0, index_t nr, T* v, index_t sxi, T* s) {
+  if (gather) return wino_in_block(base, pstride, H, W, pad, th, tw, r0, nr, v, sxi, s);
+  for (index_t r = 0; r < nr; ++r)
+    wino_in_row(base + (r0 + r) / th * pstride, H, W, pad, (r0 + r) % th, tw, v + r * tw, sxi, s);
+}
+template <class T>
+void wino_out_tiles(bool gather, const T* m, index_t sxi, index_t Ho, index_t Wo, index_t th, index_t tw, index_t r0,
+                    index_t nr, T bias, T* base, index_t pstride, T* s) {
+  if (gather) return wino_out_block(m, sxi, Ho, Wo, th, tw, r0, nr, bias, base, pstride, s);
+  for (index_t r = 0; r < nr; ++r)
+    wino_out_row(m + r * tw, sxi, Ho, Wo, (r0 + r) % th, tw, bias, base + (r0 + r) / th * pstride, s);
+}
+template <class T>
+void wino_dy_tiles(bool gather, const T* base, index_t pstride, index_t Ho, index_t Wo, index_t th, index_t tw,
+                   index_t r0, index_t nr, T* m, index_t sxi, T* s) {
+  if (gather) return wino_dy_block(base, pstride, Ho, Wo, th, tw, r0, nr, m, sxi, s);
+  for (index_t r = 0; r < nr; ++r)
+    wino_dy_row(base + (r0 + r) / th * pstride, Ho, Wo, (r0 + r) % th, tw, m + r * tw, sxi, s);
+}
+template <class T>
+void wino_scatter_tiles(bool gather, const T* v, index_t sxi, index_t H, index_t W, index_t pad, index_t th, index_t tw,
+                        index_t r0, index_t nr, T* base, index_t pstride, T* s) {
+  if (gather) return wino_scatter_block(v, sxi, H, W, pad, th, tw, r0, nr, base, pstride, s);
+  for (index_t r = 0; r < nr; ++r)
+    wino_scatter_row(v + r * tw, sxi, H, W, pad, (r0 + r) % th, tw, base + (r0 + r) / th * pstride, s);
+}
+
 // ---- weights -----------------------------------------------------------------------
 inline constexpr double kWinoG[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                         {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
@@ -545,25 +577,14 @@ template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, 
     auto block = [&](index_t b) {
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
       wino_for(p.shared, C, [&](index_t c) {
-        if (gather)
-          return wino_in_block(x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld,
-                               s);
-        for (index_t r = 0; r < nr; ++r) {
-          const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
-          wino_in_row(x + (n * C + c) * g.H * g.W, g.H, g.W, g.pad, ti, tw, V + c * ld + r * tw, C * ld, s);
-        }
+        wino_in_tiles(gather, x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld, s);
       });
       wino_for(p.shared, 36, [&](index_t xi) {
         MatView<T>(M + xi * O * ld, O, ld).noalias() = CMatView<T>(U + xi * O * C, O, C) * CMatView<T>(V + xi * C * ld, C, ld);
       });
       wino_for(p.shared, O, [&](index_t o) {
-        const T bo = bias ? bias[o] : T(0);
-        if (gather)
-          return wino_out_block(M + o * ld, O * ld, Ho, Wo, th, tw, r0, nr, bo, y + o * Ho * Wo, O * Ho * Wo, s);
-        for (index_t r = 0; r < nr; ++r) {
-          const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
-          wino_out_row(M + o * ld + r * tw, O * ld, Ho, Wo, ti, tw, bo, y + (n * O + o) * Ho * Wo, s);
-        }
+        wino_out_tiles(gather, M + o * ld, O * ld, Ho, Wo, th, tw, r0, nr, bias ? bias[o] : T(0), y + o * Ho * Wo,
+                       O * Ho * Wo, s);
       });
     };
     if (p.shared) {
@@ -596,20 +617,11 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
       if (dw)
         wino_for(p.shared, C, [&](index_t c) {
-          if (gather)
-            return wino_in_block(x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld,
-                                 C * ld, s);
-          for (index_t r = 0; r < nr; ++r) {
-            const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
-            wino_in_row(x + (n * C + c) * g.H * g.W, g.H, g.W, g.pad, ti, tw, V + c * ld + r * tw, C * ld, s);
-          }
+          wino_in_tiles(gather, x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld,
+                        s);
         });
       wino_for(p.shared, O, [&](index_t o) {
-        if (gather) return wino_dy_block(dy + o * Ho * Wo, O * Ho * Wo, Ho, Wo, th, tw, r0, nr, M + o * ld, O * ld, s);
-        for (index_t r = 0; r < nr; ++r) {
-          const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
-          wino_dy_row(dy + (n * O + o) * Ho * Wo, Ho, Wo, ti, tw, M + o * ld + r * tw, O * ld, s);
-        }
+        wino_dy_tiles(gather, dy + o * Ho * Wo, O * Ho * Wo, Ho, Wo, th, tw, r0, nr, M + o * ld, O * ld, s);
       });
       wino_for(p.shared, 36, [&](index_t xi) {
         CMatView<T> Mb(M + xi * O * ld, O, ld);
@@ -619,13 +631,8 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
       });
       if (dx)  // tile rows of one channel overlap: keep a channel's rows on one thread
         wino_for(p.shared, C, [&](index_t c) {
-          if (gather)
-            return wino_scatter_block(V + c * ld, C * ld, g.H, g.W, g.pad, th, tw, r0, nr, dx + c * g.H * g.W,
-                                      C * g.H * g.W, s);
-          for (index_t r = 0; r < nr; ++r) {
-            const index_t n = (r0 + r) / th, ti = (r0 + r) % th;
-            wino_scatter_row(V + c * ld + r * tw, C * ld, g.H, g.W, g.pad, ti, tw, dx + (n * C + c) * g.H * g.W, s);
-          }
+          wino_scatter_tiles(gather, V + c * ld, C * ld, g.H, g.W, g.pad, th, tw, r0, nr, dx + c * g.H * g.W,
+                             C * g.H * g.W, s);
         });
     };
     if (p.shared) {
