@@ -12,20 +12,33 @@ using marrow::lenet::LeNet;
 using marrow::lenet::LeNetConfig;
 
 namespace {
-DcganConfig tiny_gan(bool bn = true, double dropout = 0.0, int pack = 1, int g_refine = 0) {
+DcganConfig tiny_gan(bool bn = true, double dropout = 0.0, int pack = 1) {
   DcganConfig c;
   c.z_dim = 3, c.image = 8, c.channels = 1, c.g_width = 2, c.d_width = 2;
-  c.d_batchnorm = bn, c.d_dropout = dropout, c.pack = pack, c.g_refine = g_refine;
+  c.d_batchnorm = bn, c.d_dropout = dropout, c.pack = pack;
   return c;
 }
 
 // Every parameter of G and D, through D's loss (fakes not detached, so G is
 // reached too) or G's loss. The dropout generator restarts on every call: the
 // finite differences must see the same mask as the analytic pass.
-void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing, bool noise, int pack = 1,
-                         int g_refine = 0) {
+struct GradCase {
+  GanLoss kind = GanLoss::NonSaturating;
+  bool bn = true;          // BatchNorm in D
+  double dropout = 0.0;    // in D
+  double smoothing = 0.0;  // one-sided label smoothing
+  bool noise = false;      // instance noise
+  int pack = 1, g_refine = 0;
+};
+void check_gan_gradients(const GradCase& k) {
+  const GanLoss kind = k.kind;
+  const bool bn = k.bn, noise = k.noise;
+  const double smoothing = k.smoothing;
+  const int pack = k.pack;
+  DcganConfig cfg = tiny_gan(bn, k.dropout, pack);
+  cfg.g_refine = k.g_refine;
   Rng rng(7);
-  Dcgan<double> m(tiny_gan(bn, dropout, pack, g_refine), rng);
+  Dcgan<double> m(cfg, rng);
   const index_t N = pack == 1 ? 3 : 2 * pack;  // D's BatchNorm sees N / pack packs
   Tensor<double> z = randn<double>({N, 3}, rng);
   Tensor<double> real = uniform<double>({N, 1, 8, 8}, rng, -1.0, 1.0);
@@ -41,7 +54,7 @@ void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing
     m.d.fc.bias.value()[0] = 1.0;
   }
   auto params = parameters<double>(m);
-  CHECK(params.size() == (bn ? 15u : 14u) + 3u * std::size_t(g_refine));  // each refinement: conv weight, BN gain and shift
+  CHECK(params.size() == (bn ? 15u : 14u) + 3u * std::size_t(k.g_refine));  // each refinement: conv weight, BN gain and shift
   auto d_loss = [&](Tape<double>& t) {
     m.d.drop.rng = Rng(11);
     Var<double> fake = m.g(t, t.input(z));
@@ -62,24 +75,20 @@ void check_gan_gradients(GanLoss kind, bool bn, double dropout, double smoothing
 }  // namespace
 
 // ---- DCGAN ------------------------------------------------------------------------------
-TEST_CASE("dcgan: gradients of every parameter, non-saturating loss") {
-  check_gan_gradients(GanLoss::NonSaturating, true, 0.0, 0.0, false);
-}
+TEST_CASE("dcgan: gradients of every parameter, non-saturating loss") { check_gan_gradients({}); }
 TEST_CASE("dcgan: gradients with label smoothing, instance noise and dropout in D") {
-  check_gan_gradients(GanLoss::NonSaturating, true, 0.3, 0.1, true);
+  check_gan_gradients({.dropout = 0.3, .smoothing = 0.1, .noise = true});
 }
 TEST_CASE("dcgan: gradients, minimax loss, D without BatchNorm") {
-  check_gan_gradients(GanLoss::Minimax, false, 0.0, 0.0, false);
+  check_gan_gradients({.kind = GanLoss::Minimax, .bn = false});
 }
 TEST_CASE("dcgan: gradients with packing (PacGAN, 2 samples per D input)") {
-  check_gan_gradients(GanLoss::NonSaturating, true, 0.0, 0.1, true, 2);
+  check_gan_gradients({.smoothing = 0.1, .noise = true, .pack = 2});
 }
-TEST_CASE("dcgan: gradients with two 3x3 refinement layers in G") {
-  check_gan_gradients(GanLoss::NonSaturating, true, 0.0, 0.0, false, 1, 2);
-}
-TEST_CASE("dcgan: gradients, hinge loss") { check_gan_gradients(GanLoss::Hinge, true, 0.0, 0.0, false); }
+TEST_CASE("dcgan: gradients with two 3x3 refinement layers in G") { check_gan_gradients({.g_refine = 2}); }
+TEST_CASE("dcgan: gradients, hinge loss") { check_gan_gradients({.kind = GanLoss::Hinge}); }
 TEST_CASE("dcgan: gradients, hinge loss with dropout and noise, D without BatchNorm") {
-  check_gan_gradients(GanLoss::Hinge, false, 0.25, 0.0, true);
+  check_gan_gradients({.kind = GanLoss::Hinge, .bn = false, .dropout = 0.25, .noise = true});
 }
 
 TEST_CASE("dcgan: shapes, ranges and parameter names") {
