@@ -6,9 +6,9 @@ stays flat after the first step.
 
 Samples VmRSS from /proc/<pid>/status every 20 ms while the run trains and
 maps each sample to the step being trained (lines in metrics.jsonl). Prints the
-RSS after step 1, the highest RSS of any later training step, summary.json's
+RSS of steps 2-3, the highest RSS of any later training step, summary.json's
 peak_rss_mb, and exits 1 when memory grows by more than --tolerance-mb
-(default 8) after the first step.
+(default 8) after that.
 """
 import argparse
 import json
@@ -68,9 +68,13 @@ def main():
     # After the last line the run evaluates, plots and writes: not a training step.
     final = max(per_step, default=0)
     train = {n + 1: v for n, v in per_step.items() if n < min(final, args.steps)}
-    after_first = train.get(2) or train.get(1)
-    later = max((v for s, v in train.items() if s >= 3), default=after_first)
-    print("%s: peak RSS %.1f MB (summary.json), RSS in logged step 2: %.1f MB, highest RSS in logged steps 3..%d: %.1f MB"
+    # The baseline is the higher of steps 2 and 3: a 60 ms step gets only two or three 20 ms samples, and
+    # on a loaded machine those can all fall before the step reaches its high-water mark (seen once in
+    # ctest -j2: step 2 read 88.9 MB, steps 3..60 all 98.2 MB). A leak that grows every step still shows
+    # against it over the remaining steps.
+    after_first = max(train.get(2, 0.0), train.get(3, 0.0)) or train.get(1)
+    later = max((v for s, v in train.items() if s >= 4), default=after_first)
+    print("%s: peak RSS %.1f MB (summary.json), RSS in logged steps 2-3: %.1f MB, highest RSS in logged steps 4..%d: %.1f MB"
           % (args.binary, summary.get("peak_rss_mb", float("nan")), after_first or 0, len(train), later or 0))
     items = sorted(train.items())
     if len(items) > 12:
