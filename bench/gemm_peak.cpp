@@ -10,10 +10,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < std::max(argc, 2); ++i) {
-    const int n = argc > 1 ? std::atoi(argv[i]) : 1024;
+  std::vector<int> sizes;  // the square sizes to time: the arguments, or 1024
+  for (int i = 1; i < argc; ++i) sizes.push_back(std::atoi(argv[i]));
+  if (sizes.empty()) sizes.push_back(1024);
+  for (const int n : sizes) {
     const Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n);
     Eigen::MatrixXf c(n, n);
     double best = 1e30;

@@ -31,38 +31,34 @@ struct GradCase {
   int pack = 1, g_refine = 0;
 };
 void check_gan_gradients(const GradCase& k) {
-  const GanLoss kind = k.kind;
-  const bool bn = k.bn, noise = k.noise;
-  const double smoothing = k.smoothing;
-  const int pack = k.pack;
-  DcganConfig cfg = tiny_gan(bn, k.dropout, pack);
+  DcganConfig cfg = tiny_gan(k.bn, k.dropout, k.pack);
   cfg.g_refine = k.g_refine;
   Rng rng(7);
   Dcgan<double> m(cfg, rng);
-  const index_t N = pack == 1 ? 3 : 2 * pack;  // D's BatchNorm sees N / pack packs
+  const index_t N = k.pack == 1 ? 3 : 2 * k.pack;  // D's BatchNorm sees N / pack packs
   Tensor<double> z = randn<double>({N, 3}, rng);
   Tensor<double> real = uniform<double>({N, 1, 8, 8}, rng, -1.0, 1.0);
-  Tensor<double> n1 = randn<double>({N, 1, 8, 8}, rng, 0.0, noise ? 0.1 : 0.0);
-  Tensor<double> n2 = randn<double>({N, 1, 8, 8}, rng, 0.0, noise ? 0.1 : 0.0);
+  Tensor<double> n1 = randn<double>({N, 1, 8, 8}, rng, 0.0, k.noise ? 0.1 : 0.0);
+  Tensor<double> n2 = randn<double>({N, 1, 8, 8}, rng, 0.0, k.noise ? 0.1 : 0.0);
   auto d_of = [&](Tape<double>& t, Var<double> x, const Tensor<double>& nz) {
-    return m.d(t, noise ? add(t, x, t.input(nz)) : x);
+    return m.d(t, k.noise ? add(t, x, t.input(nz)) : x);
   };
   // Hinge: spread the logits past ±1, or D's fc bias gets −1/N + 1/N = 0 from every
   // sample pair and its (exactly zero) gradient cannot be told from round-off.
-  if (kind == GanLoss::Hinge) {
+  if (k.kind == GanLoss::Hinge) {
     m.d.fc.weight.value().arr() *= 40.0;
     m.d.fc.bias.value()[0] = 1.0;
   }
   auto params = parameters<double>(m);
-  CHECK(params.size() == (bn ? 15u : 14u) + 3u * std::size_t(k.g_refine));  // each refinement: conv weight, BN gain and shift
+  CHECK(params.size() == (k.bn ? 15u : 14u) + 3u * std::size_t(k.g_refine));  // each refinement: conv weight, BN gain and shift
   auto d_loss = [&](Tape<double>& t) {
     m.d.drop.rng = Rng(11);
     Var<double> fake = m.g(t, t.input(z));
-    return discriminator_loss(t, d_of(t, t.input(real), n1), d_of(t, fake, n2), kind, 1.0 - smoothing);
+    return discriminator_loss(t, d_of(t, t.input(real), n1), d_of(t, fake, n2), k.kind, 1.0 - k.smoothing);
   };
   auto g_loss = [&](Tape<double>& t) {
     m.d.drop.rng = Rng(11);
-    return generator_loss(t, d_of(t, m.g(t, t.input(z)), n2), kind);
+    return generator_loss(t, d_of(t, m.g(t, t.input(z)), n2), k.kind);
   };
   // floor 1e-4 and tolerance 1e-5: through BatchNorm over 3 samples and tanh, central
   // differences of the O(1) losses carry ~1e-10 absolute round-off, so gradients of

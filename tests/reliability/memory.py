@@ -72,16 +72,16 @@ def main():
     # on a loaded machine those can all fall before the step reaches its high-water mark (seen once in
     # ctest -j2: step 2 read 88.9 MB, steps 3..60 all 98.2 MB). A leak that grows every step still shows
     # against it over the remaining steps.
-    after_first = max(train.get(2, 0.0), train.get(3, 0.0)) or train.get(1)
-    later = max((v for s, v in train.items() if s >= 4), default=after_first)
+    baseline = max(train.get(2, 0.0), train.get(3, 0.0)) or train.get(1)
+    later = max((v for s, v in train.items() if s >= 4), default=baseline)
     print("%s: peak RSS %.1f MB (summary.json), RSS in logged steps 2-3: %.1f MB, highest RSS in logged steps 4..%d: %.1f MB"
-          % (args.binary, summary.get("peak_rss_mb", float("nan")), after_first or 0, len(train), later or 0))
+          % (args.binary, summary.get("peak_rss_mb", float("nan")), baseline or 0, len(train), later or 0))
     items = sorted(train.items())
     if len(items) > 12:
         items = items[:6] + items[-6:]
     print("per logged step (MB): " + ", ".join("%d: %.1f" % (s, v) for s, v in items))
-    if after_first and later and later - after_first > args.tolerance_mb:
-        print("FAIL: RSS grew by %.1f MB after the first steps" % (later - after_first))
+    if baseline and later and later - baseline > args.tolerance_mb:
+        print("FAIL: RSS grew by %.1f MB after the first steps" % (later - baseline))
         return 1
     return 0
 
