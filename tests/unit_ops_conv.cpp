@@ -154,6 +154,15 @@ template <class F> void with_wino_kernels(bool gathered, F&& f) {
   detail::wino_gather_max_tw = saved;
 }
 
+// Run a body with the forward's transformed input kept for dW (the default at these sizes)
+// or recomputed in backward (layers too large to keep it), then restore.
+template <class F> void with_wino_keep(bool keep, F&& f) {
+  const std::size_t saved = detail::wino_keep_max_bytes;
+  detail::wino_keep_max_bytes = keep ? saved : 0;
+  f();
+  detail::wino_keep_max_bytes = saved;
+}
+
 TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles, bias, block size, kernels") {
   // Sizes that are not multiples of the 4x4 output tile, so partial tiles are exercised.
   // Off: the same cases through im2col, which Auto no longer picks for them (C = 3).
@@ -161,13 +170,15 @@ TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles
   struct S { index_t H, W; };
   for (Mode mode : {Mode::On, Mode::Off})
   for (bool gathered : {false, true})
+  for (bool keep : {true, false})
   for (S sz : {S{9, 7}, S{4, 4}, S{6, 13}})
     for (int p : {0, 1, 2})
       for (bool bias : {true, false})
         for (bool tiny : {false, true}) {
-          if (mode == Mode::Off && (tiny || gathered)) continue;  // block size and kernels are Winograd knobs
+          if (mode == Mode::Off && (tiny || gathered || !keep)) continue;  // Winograd knobs
           CAPTURE(mode == Mode::On);
           CAPTURE(gathered);
+          CAPTURE(keep);
           CAPTURE(sz.H);
           CAPTURE(sz.W);
           CAPTURE(p);
@@ -178,7 +189,7 @@ TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles
               b(randn<double>({4}, rng));
           const std::size_t saved = detail::wino_block_bytes;
           if (tiny) detail::wino_block_bytes = 1;  // one tile row per block: many blocks, two dx phases
-          with_wino_kernels(gathered, [&] { with_winograd(mode, [&] {
+          with_wino_keep(keep, [&] { with_wino_kernels(gathered, [&] { with_winograd(mode, [&] {
             auto f = [&](Tape<double>& t) { return bias ? conv2d(t, x, w, b, 1, p) : conv2d(t, x, w, Var<double>(), 1, p); };
             // The backward pass is the exact adjoint of the Winograd forward: the same 1e-6 as the direct path.
             auto r = bias ? gradcheck({&x, &w, &b}, [&](Tape<double>& t) { return project(t, f(t)); }, kLinear)
@@ -189,7 +200,7 @@ TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles
             Tensor<double> want = ref_conv2d(x.value(), w.value(), bias ? &b.value() : nullptr, 1, p, 1);
             REQUIRE(y.shape() == want.shape());
             CHECK((y.arr() - want.arr()).abs().maxCoeff() < 1e-11);
-          }); });
+          }); }); });
           detail::wino_block_bytes = saved;
         }
 }
@@ -239,10 +250,12 @@ TEST_CASE("conv2d winograd: float values and gradients within 1e-5 (of the large
   struct Case { Shape x; index_t O; };
   for (const Case& c : {Case{{2, 16, 20, 19}, 16}, Case{{3, 24, 33, 8}, 12}})
     for (bool tiny : {false, true})
-    for (bool gathered : {false, true}) {
+    for (bool gathered : {false, true})
+    for (bool keep : {true, false}) {
       CAPTURE(c.x.str());
       CAPTURE(tiny);
       CAPTURE(gathered);
+      CAPTURE(keep);
       Rng rng(31);
       Tensor<double> xd = randn<double>(c.x, rng), wd = randn<double>({c.O, c.x[1], 3, 3}, rng, 0.0, 0.2),
                      bd = randn<double>({c.O}, rng);
@@ -253,11 +266,11 @@ TEST_CASE("conv2d winograd: float values and gradients within 1e-5 (of the large
       auto x = t.leaf(xd.cast<float>());
       Var<float> y;
       Tensor<double> gy;
-      with_wino_kernels(gathered, [&] {
+      with_wino_keep(keep, [&] { with_wino_kernels(gathered, [&] {
         with_winograd(detail::WinogradMode::On, [&] { y = conv2d(t, x, w, b, 1, 1); });
         gy = randn<double>(y.shape(), rng);
         t.backward(y, gy.cast<float>());
-      });
+      }); });
       detail::wino_block_bytes = saved;
       Param<double> xw(xd.clone()), ww(wd.clone()), bw(bd.clone());
       Tensor<double> yd;

@@ -416,21 +416,26 @@ Var<T> conv2d(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& b
   Tensor<T> out = Tensor<T>::uninitialized({N, O, g.Ho, g.Wo});
   const T* b = has_bias ? bias.value().data() : nullptr;
   const detail::WinoGeom wg{N, C, O, H, W, padding};
-  Tensor<T> U;  // Winograd-domain weights (36, O, C), kept for dx
+  Tensor<T> U;     // Winograd-domain weights (36, O, C), kept for dx
+  Tensor<T> Vkept;  // Winograd-domain input, kept for dW when small enough
   if (detail::use_winograd(g, O)) {
     U = Tensor<T>::uninitialized({36, O, C});
     detail::wino_weights(weight.value().data(), O, C, U.data());
-    detail::wino_forward(wg, x.value().data(), U.data(), b, out.data());
+    const std::size_t kept = detail::wino_kept_size(wg);
+    if (t.grad_enabled() && weight.requires_grad() && kept * sizeof(T) <= detail::wino_keep_max_bytes)
+      Vkept = Tensor<T>::uninitialized({index_t(kept)});
+    detail::wino_forward(wg, x.value().data(), U.data(), b, out.data(), Vkept.defined() ? Vkept.data() : nullptr);
   } else {
     detail::gather_gemm<T>(N, g, x.value().data(), O, weight.value().data(), b, out.data(), false, nullptr, nullptr);
   }
   Var<T> res = has_bias ? t.push(std::move(out), x, weight, bias) : t.push(std::move(out), x, weight);
-  t.on_backward(res, [x, weight, bias, res, g, wg, N, O, has_bias, U = std::move(U)] {
+  t.on_backward(res, [x, weight, bias, res, g, wg, N, O, has_bias, U = std::move(U), Vkept = std::move(Vkept)] {
     const T* dy = res.grad().data();
     if (U.defined()) {  // the adjoint of the Winograd forward (winograd.hpp)
       if (x.requires_grad() || weight.requires_grad())
         detail::wino_backward(wg, x.value().data(), U.data(), dy, x.requires_grad() ? x.grad().data() : nullptr,
-                              weight.requires_grad() ? weight.grad().data() : nullptr);
+                              weight.requires_grad() ? weight.grad().data() : nullptr,
+                              Vkept.defined() ? Vkept.data() : nullptr);
       if (has_bias && bias.requires_grad()) detail::bias_grad(dy, N, O, g.grid(), bias.grad().data());
       return;
     }

@@ -339,9 +339,13 @@ void wino_in_block(const T* base, index_t pstride, index_t H, index_t W, index_t
     for (index_t i = 0; i < 6; ++i) {
       T* pr = tmp + i * Wp;
       const index_t row = 4 * ti + i - pad;
-      for (index_t c = 0; c < Wp; ++c) pr[c] = T(0);
-      if (row >= 0 && row < H)
+      if (row >= 0 && row < H) {  // zero only the padding: a whole-row fill was 3 % of a colorizer step
+        for (index_t c = 0; c < pad; ++c) pr[c] = T(0);
         for (index_t c = 0; c < W; ++c) pr[pad + c] = plane[row * W + c];
+        for (index_t c = pad + W; c < Wp; ++c) pr[c] = T(0);
+      } else {
+        for (index_t c = 0; c < Wp; ++c) pr[c] = T(0);
+      }
       for (index_t k = 0; k < 6; ++k) {
         T* dst = d + (6 * i + k) * L + r * tw;
         const T* src = pr + k;
@@ -562,8 +566,15 @@ template <class F> inline void wino_for(bool shared, index_t n, F&& f) {
   }
 }
 
-// y (N, O, Ho, Wo) = conv(x, w) + bias with U = wino_weights(w).
-template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, const T* bias, T* y) {
+// Transformed inputs kept from forward for backward's dW (`keep` below): its
+// 36·C·rows·tw values are 2.25x the input, so only layers up to this size keep them;
+// larger ones recompute V in backward (a sixth of a small layer's step went there).
+inline std::size_t wino_keep_max_bytes = std::size_t(24) << 20;
+inline std::size_t wino_kept_size(const WinoGeom& g) { return std::size_t(36 * g.C * g.N * g.th() * g.tw()); }
+
+// y (N, O, Ho, Wo) = conv(x, w) + bias with U = wino_weights(w). keep (or null):
+// wino_kept_size(g) values that receive every block's V for wino_backward.
+template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, const T* bias, T* y, T* keep = nullptr) {
   const WinoPlan p = wino_plan(g, sizeof(T));
   const index_t C = g.C, O = g.O, th = p.th, tw = p.tw, Ho = g.Ho(), Wo = g.Wo(), ldmax = p.R * tw;
   T* sharedV = p.shared ? wino_scratch<T>(0, std::size_t(36 * C * ldmax)) : nullptr;
@@ -576,11 +587,12 @@ template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, 
     T* s = wino_scratch<T>(2, std::size_t(gather ? wino_gather_scratch(ldmax) : wino_row_scratch(tw)));
     auto block = [&](index_t b) {
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
+      T* Vb = keep ? keep + 36 * C * r0 * tw : V;
       wino_for(p.shared, C, [&](index_t c) {
-        wino_in_tiles(gather, x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld, s);
+        wino_in_tiles(gather, x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, Vb + c * ld, C * ld, s);
       });
       wino_for(p.shared, 36, [&](index_t xi) {
-        MatView<T>(M + xi * O * ld, O, ld).noalias() = CMatView<T>(U + xi * O * C, O, C) * CMatView<T>(V + xi * C * ld, C, ld);
+        MatView<T>(M + xi * O * ld, O, ld).noalias() = CMatView<T>(U + xi * O * C, O, C) * CMatView<T>(Vb + xi * C * ld, C, ld);
       });
       wino_for(p.shared, O, [&](index_t o) {
         wino_out_tiles(gather, M + o * ld, O * ld, Ho, Wo, th, tw, r0, nr, bias ? bias[o] : T(0), y + o * Ho * Wo,
@@ -597,7 +609,9 @@ template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, 
 }
 
 // dx += ∂/∂x and dw += ∂/∂w of <dy, conv(x, w)>; either may be null. U = wino_weights(w).
-template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U, const T* dy, T* dx, T* dw) {
+// kept (or null): the V that wino_forward left in its `keep`, so dw needs no transform of x.
+template <class T>
+void wino_backward(const WinoGeom& g, const T* x, const T* U, const T* dy, T* dx, T* dw, const T* kept = nullptr) {
   const WinoPlan p = wino_plan(g, sizeof(T));
   const index_t C = g.C, O = g.O, th = p.th, tw = p.tw, Ho = g.Ho(), Wo = g.Wo(), ldmax = p.R * tw;
   T* sharedV = p.shared ? wino_scratch<T>(0, std::size_t(36 * C * ldmax)) : nullptr;
@@ -615,7 +629,8 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
     if (dw && !p.shared) std::fill(part, part + 36 * O * C, T(0));
     auto block = [&](index_t b) {
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
-      if (dw)
+      const T* Vb = kept ? kept + 36 * C * r0 * tw : V;  // x's transform, for dU
+      if (dw && !kept)
         wino_for(p.shared, C, [&](index_t c) {
           wino_in_tiles(gather, x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, V + c * ld, C * ld,
                         s);
@@ -626,8 +641,8 @@ template <class T> void wino_backward(const WinoGeom& g, const T* x, const T* U,
       wino_for(p.shared, 36, [&](index_t xi) {
         CMatView<T> Mb(M + xi * O * ld, O, ld);
         MatView<T> Vx(V + xi * C * ld, C, ld);
-        if (dw) MatView<T>(part + xi * O * C, O, C).noalias() += Mb * Vx.transpose();
-        if (dx) Vx.noalias() = CMatView<T>(U + xi * O * C, O, C).transpose() * Mb;  // V̄ replaces V
+        if (dw) MatView<T>(part + xi * O * C, O, C).noalias() += Mb * CMatView<T>(Vb + xi * C * ld, C, ld).transpose();
+        if (dx) Vx.noalias() = CMatView<T>(U + xi * O * C, O, C).transpose() * Mb;  // V̄ replaces V (or fills it)
       });
       if (dx)  // tile rows of one channel overlap: keep a channel's rows on one thread
         wino_for(p.shared, C, [&](index_t c) {
