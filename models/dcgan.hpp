@@ -106,10 +106,10 @@ template <class T> struct Generator {
     t.check(z, "Generator");
     MARROW_CHECK(z.ndim() == 2 && z.dim(1) == cfg.z_dim, "Generator: z ", z.shape().str(), " is not (N, ", cfg.z_dim, ")");
     const index_t N = z.dim(0), s = cfg.image / 4;
-    Var<T> h = relu(t, bn0(t, fc(t, z)));                   // (N, 2w·s·s)
+    Var<T> h = bn0.then_relu(t, fc(t, z));                  // relu(bn0(fc(z))): (N, 2w·s·s)
     h = reshape(t, h, {N, 2 * cfg.g_width, s, s});          // (N, 2w, s, s)
     for (ConvBnRelu<T>& r : refine) h = r(t, h);
-    h = relu(t, bn1(t, up1(t, h)));                         // (N, w, 2s, 2s)
+    h = bn1.then_relu(t, up1(t, h));                        // (N, w, 2s, 2s)
     return tanh(t, up2(t, h));                              // (N, C, 4s, 4s)
   }
   void visit(Visitor<T>& v, const std::string& prefix) {

@@ -81,9 +81,10 @@ template <class T> struct LeNet {
     t.check(x, "LeNet");
     MARROW_CHECK(x.ndim() == 4 && x.dim(1) == cfg.in_ch && x.dim(2) == cfg.image && x.dim(3) == cfg.image,
                  "LeNet: input ", x.shape().str(), " is not (N, ", cfg.in_ch, ", ", cfg.image, ", ", cfg.image, ")");
-    Var<T> h = max_pool2d(t, relu(t, bn1(t, conv1(t, x))), 2);  // (N, c1, H/2, W/2)
-    h = max_pool2d(t, relu(t, bn2(t, conv2(t, h))), 2);         // (N, c2, H/4, W/4)
-    Var<T> f = relu(t, bn3(t, fc1(t, flatten(t, h))));          // (N, hidden)
+    // bn.then_relu(t, h) is relu(bn(h)) in one op
+    Var<T> h = max_pool2d(t, bn1.then_relu(t, conv1(t, x)), 2);  // (N, c1, H/2, W/2)
+    h = max_pool2d(t, bn2.then_relu(t, conv2(t, h)), 2);         // (N, c2, H/4, W/4)
+    Var<T> f = bn3.then_relu(t, fc1(t, flatten(t, h)));          // (N, hidden)
     return {f, fc2(t, drop(t, f))};
   }
   Var<T> operator()(Tape<T>& t, const Var<T>& x) { return forward(t, x).logits; }

@@ -100,11 +100,9 @@ template <class T> struct DoubleConv {
   }
   Var<T> operator()(Tape<T>& t, Var<T> x) {
     x = conv1(t, x);
-    if (bn1) x = (*bn1)(t, x);
-    x = relu(t, x);
+    x = bn1 ? bn1->then_relu(t, x) : relu(t, x);
     x = conv2(t, x);
-    if (bn2) x = (*bn2)(t, x);
-    return relu(t, x);
+    return bn2 ? bn2->then_relu(t, x) : relu(t, x);
   }
   void visit(Visitor<T>& v, const std::string& prefix) {
     conv1.visit(v, join_name(prefix, "conv1"));

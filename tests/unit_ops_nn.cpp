@@ -13,7 +13,7 @@ void check_grad(std::initializer_list<Param<double>*> ps, F fn, double tol = 1e-
   MARROW_CHECK_GRAD(r, tol);
   CHECK(r.checked > 0);
 }
-Var<double> opt(bool on, Param<double>& p) { return on ? Var<double>(p) : Var<double>(); }
+template <class T> Var<T> opt(bool on, Param<T>& p) { return on ? Var<T>(p) : Var<T>(); }
 }  // namespace
 
 TEST_CASE("nn: softmax and log_softmax gradients over every axis") {
@@ -145,6 +145,49 @@ TEST_CASE("nn: batch_norm gradients, train and eval, 2-D and 4-D, affine on and 
         }, 1e-6, {.h = 1e-4});
       }
   }
+}
+
+TEST_CASE("nn: batch_norm_relu is relu(batch_norm) to the bit, values, gradients and running statistics") {
+  for (Shape xs : {Shape{6, 3}, Shape{3, 3, 4, 5}}) {
+    for (bool training : {true, false})
+      for (bool affine : {true, false}) {
+        CAPTURE(xs.str());
+        CAPTURE(training);
+        CAPTURE(affine);
+        Rng rng(17);
+        Param<float> x(randn<float>(xs, rng)), w(randn<float>({3}, rng)), b(randn<float>({3}, rng));
+        Tensor<float> rm0 = randn<float>({3}, rng), rv0 = uniform<float>({3}, rng, 0.5f, 2.0f);
+        const Tensor<float> gy = randn<float>(xs, rng);
+        struct Out { Tensor<float> y, dx, dw, db, rm, rv; };
+        auto run = [&](bool fused) {
+          for (Param<float>* p : {&x, &w, &b}) p->zero_grad();
+          Tensor<float> rm = rm0.clone(), rv = rv0.clone();
+          Tape<float> t;
+          Var<float> y = fused ? batch_norm_relu(t, Var<float>(x), opt(affine, w), opt(affine, b), rm, rv, training)
+                               : relu(t, batch_norm(t, Var<float>(x), opt(affine, w), opt(affine, b), rm, rv, training));
+          t.backward(y, gy);
+          return Out{y.value().clone(), x.grad().clone(), w.grad().clone(), b.grad().clone(), rm, rv};
+        };
+        const Out a = run(true), e = run(false);
+        CHECK((a.y.arr() == e.y.arr()).all());
+        CHECK((a.dx.arr() == e.dx.arr()).all());
+        CHECK((a.dw.arr() == e.dw.arr()).all());
+        CHECK((a.db.arr() == e.db.arr()).all());
+        CHECK((a.rm.arr() == e.rm.arr()).all());
+        CHECK((a.rv.arr() == e.rv.arr()).all());
+        CHECK((a.y.arr() == 0).count() > 0);  // the ReLU cut something
+      }
+  }
+  // And against finite differences, away from the kink (|BN output| > 1e-3 at this seed).
+  Rng rng(19);
+  Param<double> x(randn<double>({2, 3, 2, 3}, rng)), w(randn<double>({3}, rng)), b(randn<double>({3}, rng));
+  Tensor<double> rm = zeros<double>({3}), rv = ones<double>({3});
+  check_grad({&x, &w, &b}, [&](Tape<double>& t) {
+    return batch_norm_relu(t, Var<double>(x), Var<double>(w), Var<double>(b), rm, rv, true);
+  }, 1e-6, {.h = 1e-5});
+  Tape<double> t;
+  CHECK_THROWS_WITH_AS(batch_norm_relu(t, t.input(zeros<double>({4})), Var<double>(), Var<double>(), rm, rv, true),
+                       doctest::Contains("batch_norm_relu: input (4,) must be (N, C)"), Error);
 }
 
 TEST_CASE("nn: batch_norm running statistics and values") {

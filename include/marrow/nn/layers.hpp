@@ -149,6 +149,11 @@ template <class T> struct BatchNorm {
     return batch_norm(t, x, detail::maybe_var(weight), detail::maybe_var(bias), running_mean, running_var, training,
                       momentum, eps);
   }
+  // relu(bn(x)) as one op (batch_norm_relu): the same values and gradients, fewer passes.
+  Var<T> then_relu(Tape<T>& t, const Var<T>& x) {
+    return batch_norm_relu(t, x, detail::maybe_var(weight), detail::maybe_var(bias), running_mean, running_var,
+                           training, momentum, eps);
+  }
   void visit(Visitor<T>& v, const std::string& prefix) {
     detail::visit_optional(v, join_name(prefix, "weight"), weight);
     detail::visit_optional(v, join_name(prefix, "bias"), bias);
@@ -164,7 +169,7 @@ template <class T> struct ConvBnRelu {
   BatchNorm<T> bn;
   ConvBnRelu(index_t in, index_t out, int stride, Rng& rng)
       : conv(in, out, 3, rng, {.stride = stride, .padding = 1, .bias = false}), bn(out) {}
-  Var<T> operator()(Tape<T>& t, const Var<T>& x) { return relu(t, bn(t, conv(t, x))); }
+  Var<T> operator()(Tape<T>& t, const Var<T>& x) { return bn.then_relu(t, conv(t, x)); }  // relu(bn(conv(x)))
   void visit(Visitor<T>& v, const std::string& prefix) {
     conv.visit(v, join_name(prefix, "conv"));
     bn.visit(v, join_name(prefix, "bn"));

@@ -309,8 +309,9 @@ void bn_reduce(const T* a, const T* ma, const T* b, const T* mb, index_t N, inde
   }
 }
 
-enum class BnPass { Forward, EvalBackward, TrainBackward };
+enum class BnPass { Forward, ForwardRelu, EvalBackward, TrainBackward };
 // Forward:       y  = x·A + B
+// ForwardRelu:   y  = max(x·A + B, 0)
 // EvalBackward:  y += x·A                          (x = upstream gradient)
 // TrainBackward: y += A·(x − B − (z − M)·K)        (x = upstream gradient, z = input)
 template <BnPass kPass, class T>
@@ -329,6 +330,7 @@ void bn_apply(const T* x, const T* z, const T* A, const T* B, const T* M, const 
 #pragma omp simd
       for (index_t j = 0; j < len; ++j) {
         if constexpr (kPass == BnPass::Forward) yp[j] = xp[j] * a + b;
+        else if constexpr (kPass == BnPass::ForwardRelu) { const T v = xp[j] * a + b; yp[j] = v > T(0) ? v : T(0); }  // relu's own rule
         else if constexpr (kPass == BnPass::EvalBackward) yp[j] += xp[j] * a;
         else yp[j] += a * (xp[j] - b - (zp[j] - m) * k);
       }
@@ -336,6 +338,7 @@ void bn_apply(const T* x, const T* z, const T* A, const T* B, const T* M, const 
 #pragma omp simd
       for (index_t j = 0; j < len; ++j) {
         if constexpr (kPass == BnPass::Forward) yp[j] = xp[j] * A[j] + B[j];
+        else if constexpr (kPass == BnPass::ForwardRelu) { const T v = xp[j] * A[j] + B[j]; yp[j] = v > T(0) ? v : T(0); }
         else if constexpr (kPass == BnPass::EvalBackward) yp[j] += xp[j] * A[j];
         else yp[j] += A[j] * (xp[j] - B[j] - (zp[j] - M[j]) * K[j]);
       }
@@ -351,36 +354,34 @@ void bn_apply(const T* x, const T* z, const T* A, const T* B, const T* M, const 
 }
 }  // namespace nn_detail
 
-// x: (N, C) or (N, C, H, W) (any (N, C, ...)), normalized per channel (axis 1).
-// Training: batch statistics (biased variance), running stats updated in place with
-// PyTorch's rule (running_var from the unbiased variance), gradient flows through the
-// statistics. Eval: running statistics, a fixed affine map. weight/bias (C) optional.
+namespace nn_detail {
+// batch_norm, followed by a ReLU when relu is set (batch_norm_relu: one pass over the
+// output instead of three, and no gradient buffer between the two).
 template <class T>
-Var<T> batch_norm(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& bias, Tensor<T>& running_mean,
-                  Tensor<T>& running_var, bool training, T momentum = T(0.1), T eps = T(1e-5)) {
-  using nn_detail::BnPass;
-  t.check(x, "batch_norm");
-  if (weight.defined()) t.check(weight, "batch_norm");
-  if (bias.defined()) t.check(bias, "batch_norm");
+Var<T> batch_norm_impl(const char* op, bool relu, Tape<T>& t, const Arg<T>& x, const Arg<T>& weight,
+                       const Arg<T>& bias, Tensor<T>& running_mean, Tensor<T>& running_var, bool training, T momentum,
+                       T eps) {
+  t.check(x, op);
+  if (weight.defined()) t.check(weight, op);
+  if (bias.defined()) t.check(bias, op);
   const Shape& xs = x.shape();
-  MARROW_CHECK(xs.rank() >= 2, "batch_norm: input ", xs.str(), " must be (N, C) or (N, C, H, W)");
+  MARROW_CHECK(xs.rank() >= 2, op, ": input ", xs.str(), " must be (N, C) or (N, C, H, W)");
   const index_t N = xs[0], C = xs[1], S = xs.prod(2, xs.rank()), cnt = N * S;
-  if (weight.defined()) nn_detail::check_affine(weight.shape(), C, xs, "batch_norm", "weight");
-  if (bias.defined()) nn_detail::check_affine(bias.shape(), C, xs, "batch_norm", "bias");
-  nn_detail::check_affine(running_mean.shape(), C, xs, "batch_norm", "running_mean");
-  nn_detail::check_affine(running_var.shape(), C, xs, "batch_norm", "running_var");
-  if (training)
-    MARROW_CHECK(cnt > 1, "batch_norm: training needs more than 1 value per channel, input ", xs.str());
-  const bool par = xs.numel() >= nn_detail::kNnParallelMin;
+  if (weight.defined()) check_affine(weight.shape(), C, xs, op, "weight");
+  if (bias.defined()) check_affine(bias.shape(), C, xs, op, "bias");
+  check_affine(running_mean.shape(), C, xs, op, "running_mean");
+  check_affine(running_var.shape(), C, xs, op, "running_var");
+  if (training) MARROW_CHECK(cnt > 1, op, ": training needs more than 1 value per channel, input ", xs.str());
+  const bool par = xs.numel() >= kNnParallelMin;
   const std::size_t nc = static_cast<std::size_t>(C);
   const T* px = x.value().data();
   std::vector<T> mean(nc), rstd(nc);
   if (training) {
     std::vector<double> acc(nc, 0.0);
-    nn_detail::bn_reduce<false, T>(px, nullptr, nullptr, nullptr, N, C, S, acc.data(), par);
+    bn_reduce<false, T>(px, nullptr, nullptr, nullptr, N, C, S, acc.data(), par);
     for (std::size_t c = 0; c < nc; ++c) mean[c] = T(acc[c] / double(cnt));
     std::fill(acc.begin(), acc.end(), 0.0);
-    nn_detail::bn_reduce<true, T>(px, mean.data(), px, mean.data(), N, C, S, acc.data(), par);  // Σ (x − μ)²
+    bn_reduce<true, T>(px, mean.data(), px, mean.data(), N, C, S, acc.data(), par);  // Σ (x − μ)²
     T* rm = running_mean.data();
     T* rv = running_var.data();
     for (std::size_t c = 0; c < nc; ++c) {
@@ -405,18 +406,25 @@ Var<T> batch_norm(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T
   }
   Tensor<T> out = Tensor<T>::uninitialized(xs);
   const T* none = nullptr;
-  nn_detail::bn_apply<BnPass::Forward>(px, none, scale.data(), shift.data(), none, none, out.data(), N, C, S, par);
-  Var<T> res = nn_detail::push_affine(t, std::move(out), x, weight, bias);
+  if (relu) bn_apply<BnPass::ForwardRelu>(px, none, scale.data(), shift.data(), none, none, out.data(), N, C, S, par);
+  else bn_apply<BnPass::Forward>(px, none, scale.data(), shift.data(), none, none, out.data(), N, C, S, par);
+  Var<T> res = push_affine(t, std::move(out), x, weight, bias);
   t.on_backward(res, [x, weight, bias, res, mean = std::move(mean), rstd = std::move(rstd),
-                      scale = std::move(scale), training, N, C, S, cnt, par] {
+                      scale = std::move(scale), training, relu, N, C, S, cnt, par] {
     const std::size_t nc = static_cast<std::size_t>(C);
     const T* g = res.grad().data();
     const T* px = x.value().data();
+    Tensor<T> masked;  // ReLU's backward first: g where the output is positive, else 0
+    if (relu) {
+      masked = Tensor<T>::uninitialized(res.shape());
+      masked.arr() = (res.value().arr() > T(0)).select(res.grad().arr(), T(0));
+      g = masked.data();
+    }
     // Σ g and Σ g·(x − μ) per channel: the weight/bias gradients, and the statistics' share of dx.
     std::vector<T> zero(nc, T(0));
     std::vector<double> sg(nc, 0.0), sgx(nc, 0.0);
-    nn_detail::bn_reduce<false, T>(g, nullptr, nullptr, nullptr, N, C, S, sg.data(), par);
-    nn_detail::bn_reduce<true, T>(g, zero.data(), px, mean.data(), N, C, S, sgx.data(), par);
+    bn_reduce<false, T>(g, nullptr, nullptr, nullptr, N, C, S, sg.data(), par);
+    bn_reduce<true, T>(g, zero.data(), px, mean.data(), N, C, S, sgx.data(), par);
     if (weight.defined() && weight.requires_grad()) {
       T* dw = weight.grad().data();
       for (std::size_t c = 0; c < nc; ++c) dw[c] += T(sgx[c] * double(rstd[c]));  // Σ g·x̂
@@ -429,7 +437,7 @@ Var<T> batch_norm(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T
     T* dx = x.grad().data();
     if (!training) {
       const T* none = nullptr;
-      nn_detail::bn_apply<BnPass::EvalBackward>(g, none, scale.data(), none, none, none, dx, N, C, S, par);
+      bn_apply<BnPass::EvalBackward>(g, none, scale.data(), none, none, none, dx, N, C, S, par);
       return;
     }
     // dx = a·(g − mean(g) − (x − μ)·rstd²·mean(g·(x − μ))), means over the channel's N·S values.
@@ -438,9 +446,30 @@ Var<T> batch_norm(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T
       mg[c] = T(sg[c] / double(cnt));
       k[c] = T(sgx[c] / double(cnt) * double(rstd[c]) * double(rstd[c]));
     }
-    nn_detail::bn_apply<BnPass::TrainBackward>(g, px, scale.data(), mg.data(), mean.data(), k.data(), dx, N, C, S, par);
+    bn_apply<BnPass::TrainBackward>(g, px, scale.data(), mg.data(), mean.data(), k.data(), dx, N, C, S, par);
   });
   return res;
+}
+}  // namespace nn_detail
+
+// x: (N, C) or (N, C, H, W) (any (N, C, ...)), normalized per channel (axis 1).
+// Training: batch statistics (biased variance), running stats updated in place with
+// PyTorch's rule (running_var from the unbiased variance), gradient flows through the
+// statistics. Eval: running statistics, a fixed affine map. weight/bias (C) optional.
+template <class T>
+Var<T> batch_norm(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& bias, Tensor<T>& running_mean,
+                  Tensor<T>& running_var, bool training, T momentum = T(0.1), T eps = T(1e-5)) {
+  return nn_detail::batch_norm_impl("batch_norm", false, t, x, weight, bias, running_mean, running_var, training,
+                                    momentum, eps);
+}
+
+// relu(batch_norm(...)) as one op, with the same values and gradients (the conv → BN → ReLU
+// blocks of the colorizer, U-Net, DCGAN's G and LeNet).
+template <class T>
+Var<T> batch_norm_relu(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& bias, Tensor<T>& running_mean,
+                       Tensor<T>& running_var, bool training, T momentum = T(0.1), T eps = T(1e-5)) {
+  return nn_detail::batch_norm_impl("batch_norm_relu", true, t, x, weight, bias, running_mean, running_var, training,
+                                    momentum, eps);
 }
 
 // ---- dropout -----------------------------------------------------------------------
@@ -474,5 +503,6 @@ template <class T> Var<T> dropout(Tape<T>& t, const Arg<T>& x, T p, bool trainin
    batch_norm   train: dx += rstd·w ⊙ (g − mean(g) − x̂ ⊙ mean(g ⊙ x̂))   (per channel over N·H·W)
                 eval:  dx += rstd·w ⊙ g                                 (running stats are constants)
                 dw += Σ g ⊙ x̂       db += Σ g
+                batch_norm_relu: the same with g ⊙ [y > 0] for g
    dropout      dx += g ⊙ mask,  mask ∈ {0, 1/(1−p)}
 */
