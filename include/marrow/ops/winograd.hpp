@@ -339,7 +339,7 @@ void wino_in_block(const T* base, index_t pstride, index_t H, index_t W, index_t
     for (index_t i = 0; i < 6; ++i) {
       T* pr = tmp + i * Wp;
       const index_t row = 4 * ti + i - pad;
-      if (row >= 0 && row < H) {  // zero only the padding: a whole-row fill was 3 % of a colorizer step
+      if (row >= 0 && row < H) {  // zero only the padding (whole-row fills showed up in profiles as memset)
         for (index_t c = 0; c < pad; ++c) pr[c] = T(0);
         for (index_t c = 0; c < W; ++c) pr[pad + c] = plane[row * W + c];
         for (index_t c = pad + W; c < Wp; ++c) pr[c] = T(0);
@@ -566,9 +566,10 @@ template <class F> inline void wino_for(bool shared, index_t n, F&& f) {
   }
 }
 
-// Transformed inputs kept from forward for backward's dW (`keep` below): its
-// 36·C·rows·tw values are 2.25x the input, so only layers up to this size keep them;
-// larger ones recompute V in backward (a sixth of a small layer's step went there).
+// Transformed inputs kept from forward for backward's dW (`keep` below), so backward
+// does not transform x a second time (6 % of the colorizer's step). V's 36·C·rows·tw
+// values are 2.25x the input, so only layers up to this size keep it; larger ones
+// (the U-Net's full-resolution level) recompute it.
 inline std::size_t wino_keep_max_bytes = std::size_t(24) << 20;
 inline std::size_t wino_kept_size(const WinoGeom& g) { return std::size_t(36 * g.C * g.N * g.th() * g.tw()); }
 
