@@ -358,9 +358,9 @@ namespace nn_detail {
 // batch_norm, followed by a ReLU when relu is set (batch_norm_relu: one pass over the
 // output instead of three, and no gradient buffer between the two).
 template <class T>
-Var<T> batch_norm_impl(const char* op, bool relu, Tape<T>& t, const Arg<T>& x, const Arg<T>& weight,
-                       const Arg<T>& bias, Tensor<T>& running_mean, Tensor<T>& running_var, bool training, T momentum,
-                       T eps) {
+Var<T> batch_norm_impl(bool relu, Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& bias,
+                       Tensor<T>& running_mean, Tensor<T>& running_var, bool training, T momentum, T eps) {
+  const char* op = relu ? "batch_norm_relu" : "batch_norm";  // errors name the op the caller used
   t.check(x, op);
   if (weight.defined()) t.check(weight, op);
   if (bias.defined()) t.check(bias, op);
@@ -459,8 +459,7 @@ Var<T> batch_norm_impl(const char* op, bool relu, Tape<T>& t, const Arg<T>& x, c
 template <class T>
 Var<T> batch_norm(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& bias, Tensor<T>& running_mean,
                   Tensor<T>& running_var, bool training, T momentum = T(0.1), T eps = T(1e-5)) {
-  return nn_detail::batch_norm_impl("batch_norm", false, t, x, weight, bias, running_mean, running_var, training,
-                                    momentum, eps);
+  return nn_detail::batch_norm_impl(false, t, x, weight, bias, running_mean, running_var, training, momentum, eps);
 }
 
 // relu(batch_norm(...)) as one op, with the same values and gradients (the conv → BN → ReLU
@@ -468,8 +467,7 @@ Var<T> batch_norm(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T
 template <class T>
 Var<T> batch_norm_relu(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& bias, Tensor<T>& running_mean,
                        Tensor<T>& running_var, bool training, T momentum = T(0.1), T eps = T(1e-5)) {
-  return nn_detail::batch_norm_impl("batch_norm_relu", true, t, x, weight, bias, running_mean, running_var, training,
-                                    momentum, eps);
+  return nn_detail::batch_norm_impl(true, t, x, weight, bias, running_mean, running_var, training, momentum, eps);
 }
 
 // ---- dropout -----------------------------------------------------------------------
