@@ -21,6 +21,26 @@ TEST_CASE("tensor: factories, shape and element access") {
   CHECK_THROWS_AS(Tensor<float>({2, 2}, {1.0f, 2.0f}), Error);
 }
 
+TEST_CASE("tensor: fills large enough to split across threads reach every element") {
+  // 1 MB and up is filled in 64 KB pieces in parallel; sizes around the pieces' edges.
+  for (index_t n : {index_t(262143), index_t(262144), index_t(262144 + 16383), index_t(1000003)}) {
+    CAPTURE(n);
+    {
+      Tensor<float> t = Tensor<float>::uninitialized({n});
+      t.fill(2.5f);
+      CHECK((t.arr() == 2.5f).all());
+      t.zero();
+      CHECK((t.arr() == 0.0f).all());
+      t.fill(-1.0f);
+    }
+    const Tensor<float> z(Shape{n});  // the zeroing constructor, likely on t's pooled memory
+    CHECK((z.arr() == 0.0f).all());
+  }
+  Tensor<double> d = Tensor<double>::uninitialized({300001});
+  d.fill(3.0);
+  CHECK(d.arr().sum() == 900003.0);
+}
+
 TEST_CASE("tensor: storage is 64-byte aligned") {
   for (int n : {1, 3, 17, 1000}) {
     auto t = zeros<float>({n});
