@@ -20,13 +20,9 @@
 // and (Ho, Wo) output spatial size, (kh, kw) kernel.
 #include <Eigen/Core>
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-#ifdef __AVX512F__
-#include <immintrin.h>
 #endif
 
 #include "../tape.hpp"
@@ -112,165 +108,58 @@ inline ConvPlan conv_plan(index_t N, const ConvGeom& g, index_t M, std::size_t e
 // planes: a row of 7 or 14 placements left the general loops below mostly
 // bookkeeping (bounds, zero fills, calls per kernel tap and row). These copy
 // the image rows a band reads into a zero-padded scratch once, so every tap row
-// is a plain copy (or add) with no bounds. Padded row r is image row r − pad.
-//
-// im2col stores each padded row in `stride` phases: padded column p sits in
-// phase p % stride at index p / stride. The columns a tap at offset k reads for
-// placements ow = 0, 1, … (p = ow·stride + k) are then consecutive, so a tap
-// row is one short contiguous copy (a masked vector move for up to 16 floats)
-// instead of a strided scalar loop.
+// is a plain strided copy (or add) with no bounds. Padded row r is image row r − pad.
 struct PaddedRows {
-  index_t r0, nr, Wp, s, Wq;  // first padded row, row count, padded width, stride, phase width ⌈Wp/s⌉
+  index_t r0, nr, Wp;  // first padded row, row count, padded width
   PaddedRows(const ConvGeom& g, index_t oh0, index_t oh1)
       : r0(oh0 * g.stride), nr((oh1 - 1) * g.stride + index_t(g.dil) * (g.kh - 1) + 1 - oh0 * g.stride),
-        Wp(std::max<index_t>(g.W + 2 * g.pad, (g.Wo - 1) * g.stride + index_t(g.dil) * (g.kw - 1) + 1)), s(g.stride),
-        Wq((Wp + s - 1) / s) {}
-  index_t row_size() const { return s * Wq; }
-  std::size_t size(const ConvGeom& g) const { return std::size_t(g.C * nr * row_size()); }
+        Wp(std::max<index_t>(g.W + 2 * g.pad, (g.Wo - 1) * g.stride + index_t(g.dil) * (g.kw - 1) + 1)) {}
+  std::size_t size(const ConvGeom& g) const { return std::size_t(g.C * nr * Wp); }
   // Image row of padded row r, or −1 where r lies in the padding.
   index_t image_row(const ConvGeom& g, index_t r) const {
     const index_t ih = r0 + r - g.pad;
     return ih >= 0 && ih < g.H ? ih : -1;
   }
-  // Where a tap at padded column offset k starts reading in a phased row.
-  index_t tap(index_t k) const { return (k % s) * Wq + k / s; }
 };
 
-#ifdef __AVX512F__
-// One AVX-512 register of T, with the masked moves the short rows below need.
-template <class T> struct Lanes;
-template <> struct Lanes<float> {
-  static constexpr index_t n = 16;
-  using V = __m512;
-  using M = __mmask16;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V load(M m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
-  static void store(M m, float* p, V v) { _mm512_mask_storeu_ps(p, m, v); }
-  static V add(V a, V b) { return _mm512_add_ps(a, b); }
-};
-template <> struct Lanes<double> {
-  static constexpr index_t n = 8;
-  using V = __m512d;
-  using M = __mmask8;
-  static V zero() { return _mm512_setzero_pd(); }
-  static V load(M m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
-  static void store(M m, double* p, V v) { _mm512_mask_storeu_pd(p, m, v); }
-  static V add(V a, V b) { return _mm512_add_pd(a, b); }
-};
-template <class T> inline constexpr bool has_lanes = std::is_same_v<T, float> || std::is_same_v<T, double>;
-// The mask of the first min(k, lanes) lanes.
-template <class T> typename Lanes<T>::M first_lanes(index_t k) {
-  using M = typename Lanes<T>::M;
-  return k >= Lanes<T>::n ? M(~M(0)) : M((1u << k) - 1u);
-}
-#endif
-
-// dst[i] = src[i] for i < n, n small (a row of 7 or 14 placements): a few masked vector moves.
-template <class T> inline void copy_short(T* dst, const T* src, index_t n) {
-#ifdef __AVX512F__
-  if constexpr (has_lanes<T>) {
-    using L = Lanes<T>;
-    for (; n > 0; n -= L::n, dst += L::n, src += L::n) L::store(first_lanes<T>(n), dst, L::load(first_lanes<T>(n), src));
-    return;
-  }
-#endif
-  std::copy_n(src, n, dst);
-}
-
-template <class T, int S = 0>  // S: the stride if known at compile time (the phase loops then vectorize), else 0
+template <class T, int S = 0>  // S: the stride if known at compile time (the copies then vectorize), else 0
 void im2col_padded(const T* img, const ConvGeom& g, index_t oh0, index_t oh1, T* cols, index_t ld) {
   if constexpr (S == 0)
     if (g.stride == 2) return im2col_padded<T, 2>(img, g, oh0, oh1, cols, ld);
   const PaddedRows pr(g, oh0, oh1);
-  const index_t s = S ? S : g.stride, rs = pr.row_size(), dil = g.dil;
   T* pad = conv_scratch<T>(3, pr.size(g));
   for (index_t c = 0; c < g.C; ++c)
     for (index_t r = 0; r < pr.nr; ++r) {
-      T* row = pad + (c * pr.nr + r) * rs;
-      std::fill(row, row + rs, T(0));
+      T* row = pad + (c * pr.nr + r) * pr.Wp;
       const index_t ih = pr.image_row(g, r);
-      if (ih < 0) continue;
-      const T* src = img + (c * g.H + ih) * g.W;
-      for (index_t ph = 0; ph < s; ++ph) {  // image columns w with (w + pad) % s == ph
-        const index_t w0 = ((ph - g.pad) % s + s) % s;
-        T* dst = row + ph * pr.Wq + (w0 + g.pad) / s;
-        for (index_t k = 0, w = w0; w < g.W; ++k, w += s) dst[k] = src[w];
-      }
+      std::fill(row, row + pr.Wp, T(0));
+      if (ih >= 0) std::copy_n(img + (c * g.H + ih) * g.W, g.W, row + g.pad);
     }
-  index_t taps[64];  // where each kernel column's tap starts in a phased row
-  const bool few = g.kw <= 64;
-  if (few)
-    for (index_t kj = 0; kj < g.kw; ++kj) taps[kj] = pr.tap(kj * dil);
+  const index_t s = S ? S : g.stride, dil = g.dil;
   for (index_t c = 0; c < g.C; ++c)
     for (index_t ki = 0; ki < g.kh; ++ki)
       for (index_t oh = oh0; oh < oh1; ++oh) {
-        const T* row = pad + (c * pr.nr + oh * s - pr.r0 + ki * dil) * rs;
-        T* dst = cols + (c * g.kh + ki) * g.kw * ld + (oh - oh0) * g.Wo;
-        for (index_t kj = 0; kj < g.kw; ++kj, dst += ld) copy_short(dst, row + (few ? taps[kj] : pr.tap(kj * dil)), g.Wo);
-      }
-}
-
-#ifdef __AVX512F__
-// col2im_padded for rows whose phases fit a register each (DCGAN's 14- and 28-wide
-// images): each phase of a padded row sums, in a register, every tap that lands
-// on it, and is added to the image once. Adding tap after tap into a phased
-// scratch row instead reloads, one element off, what the previous tap just
-// stored; the CPU cannot forward such a store, and that ran 1.5x slower than
-// the scalar loop below.
-template <class T, int S>
-void col2im_gathered(const T* cols, index_t ld, const ConvGeom& g, const PaddedRows& pr, index_t oh0, index_t oh1,
-                     T* img) {
-  using L = Lanes<T>;
-  const index_t s = S ? S : g.stride, dil = g.dil;
-  T* phases = conv_scratch<T>(3, std::size_t(s * L::n));  // the summed phases of one padded row
-  const unsigned row = unsigned(first_lanes<T>(g.Wo));
-  for (index_t c = 0; c < g.C; ++c)
-    for (index_t r = 0; r < pr.nr; ++r) {
-      const index_t ih = pr.image_row(g, r);
-      if (ih < 0) continue;  // padding: nothing lands in the image
-      for (index_t ph = 0; ph < s; ++ph) {
-        typename L::V v = L::zero();
-        for (index_t ki = 0; ki < g.kh; ++ki) {  // placement row oh reads padded row oh·s + ki·dil
-          const index_t at = pr.r0 + r - ki * dil;
-          if (at < oh0 * s || at % s != 0 || at / s >= oh1) continue;
-          const T* taps = cols + (c * g.kh + ki) * g.kw * ld + (at / s - oh0) * g.Wo;
-          for (index_t kj = 0; kj < g.kw; ++kj) {
-            const index_t k = kj * dil;
-            if (k % s != ph) continue;
-            const index_t i = k / s;  // lands on phase entries [i, i + Wo)
-            v = L::add(v, L::load(typename L::M(row << i), taps + kj * ld - i));
-          }
+        const T* row = pad + (c * pr.nr + oh * s - pr.r0 + ki * dil) * pr.Wp;
+        for (index_t kj = 0; kj < g.kw; ++kj) {
+          T* dst = cols + ((c * g.kh + ki) * g.kw + kj) * ld + (oh - oh0) * g.Wo;
+          const T* src = row + kj * dil;
+          for (index_t ow = 0; ow < g.Wo; ++ow) dst[ow] = src[ow * s];
         }
-        L::store(first_lanes<T>(L::n), phases + ph * L::n, v);
       }
-      T* dst = img + (c * g.H + ih) * g.W;
-      for (index_t ph = 0; ph < s; ++ph) {
-        const index_t w0 = ((ph - g.pad) % s + s) % s;
-        const T* src = phases + ph * L::n + (w0 + g.pad) / s;
-        for (index_t k = 0, w = w0; w < g.W; ++k, w += s) dst[w] += src[k];
-      }
-    }
 }
-#endif
 
 template <class T, int S = 0>
 void col2im_padded(const T* cols, index_t ld, const ConvGeom& g, index_t oh0, index_t oh1, T* img) {
   if constexpr (S == 0)
     if (g.stride == 2) return col2im_padded<T, 2>(cols, ld, g, oh0, oh1, img);
   const PaddedRows pr(g, oh0, oh1);
-#ifdef __AVX512F__
-  if constexpr (has_lanes<T>)
-    if (pr.Wq <= Lanes<T>::n) return col2im_gathered<T, S>(cols, ld, g, pr, oh0, oh1, img);
-#endif
-  // Wider rows: scalar adds into a plain (unphased) padded scratch row.
-  const index_t rs = pr.row_size();
   T* pad = conv_scratch<T>(3, pr.size(g));
   std::fill(pad, pad + pr.size(g), T(0));
   const index_t s = S ? S : g.stride, dil = g.dil;
   for (index_t c = 0; c < g.C; ++c)
     for (index_t ki = 0; ki < g.kh; ++ki)
       for (index_t oh = oh0; oh < oh1; ++oh) {
-        T* row = pad + (c * pr.nr + oh * s - pr.r0 + ki * dil) * rs;
+        T* row = pad + (c * pr.nr + oh * s - pr.r0 + ki * dil) * pr.Wp;
         for (index_t kj = 0; kj < g.kw; ++kj) {
           const T* src = cols + ((c * g.kh + ki) * g.kw + kj) * ld + (oh - oh0) * g.Wo;
           T* dst = row + kj * dil;
@@ -280,7 +169,7 @@ void col2im_padded(const T* cols, index_t ld, const ConvGeom& g, index_t oh0, in
   for (index_t c = 0; c < g.C; ++c)
     for (index_t r = 0; r < pr.nr; ++r)
       if (const index_t ih = pr.image_row(g, r); ih >= 0) {
-        const T* row = pad + (c * pr.nr + r) * rs + g.pad;
+        const T* row = pad + (c * pr.nr + r) * pr.Wp + g.pad;
         T* dst = img + (c * g.H + ih) * g.W;
 #pragma omp simd
         for (index_t w = 0; w < g.W; ++w) dst[w] += row[w];
@@ -368,22 +257,12 @@ template <class T> void concat_images(const T* src, index_t G, index_t M, index_
     for (index_t m = 0; m < M; ++m) std::copy_n(src + (i * M + m) * P, P, cat + m * G * P + i * P);
 }
 
-// Values of every image's columns, kept by conv2d's forward for dW; 0 where none
-// are built (1x1 stride-1 convolutions read the image itself).
-inline std::size_t kept_cols_size(index_t N, const ConvGeom& g) {
-  return g.identity() ? 0 : std::size_t(N * g.krows() * g.grid());
-}
-
 // For every image n and band of placements, with cols = im2col(img_n):
 //   out_n[:, band] (= or +=) A·cols (+ bias)   when out  (A: (M, krows); out_n: (M, Ho·Wo))
 //   dA += B_n[:, band] · colsᵀ                 when dA   (B_n: (M, Ho·Wo))
-// With `keep` (kept_cols_size(N, g) values) every work item's columns are also
-// stored there; a later call with the same N, g and M passes them back as `kept`
-// and builds none (img is then unused). An item's block sits at K·(n0·P + G·p0):
-// images n0 … n0 + G − 1, placements from p0, K × (G·band) row-major.
 template <class T>
 void gather_gemm(index_t N, const ConvGeom& g, const T* img, index_t M, const T* A, const T* bias, T* out,
-                 bool accumulate, const T* B, T* dA, T* keep = nullptr, const T* kept = nullptr) {
+                 bool accumulate, const T* B, T* dA) {
   const index_t K = g.krows(), P = g.grid();
   const ConvPlan pl = conv_plan(N, g, M, sizeof(T));
   const bool ident = g.identity();
@@ -404,14 +283,9 @@ void gather_gemm(index_t N, const ConvGeom& g, const T* img, index_t M, const T*
       const index_t oh0 = (it % pl.nbands) * pl.R, oh1 = std::min(g.Ho, oh0 + pl.R);
       const index_t p0 = oh0 * g.Wo, np = (oh1 - oh0) * g.Wo, ld = gn * np;
       const T* cp = cols;
-      const index_t at = K * (n0 * P + gn * p0);  // this item's block in keep / kept
       if (ident && gn == 1) cp = img + n0 * g.C * g.plane() + p0;
-      else if (kept) cp = kept + at;
-      else {
-        T* dst = keep ? keep + at : cols;  // build the columns where they are to be kept
-        for (index_t i = 0; i < gn; ++i) im2col(img + (n0 + i) * g.C * g.plane(), g, oh0, oh1, dst + i * np, ld);
-        cp = dst;
-      }
+      else
+        for (index_t i = 0; i < gn; ++i) im2col(img + (n0 + i) * g.C * g.plane(), g, oh0, oh1, cols + i * np, ld);
       CBandView<T> Cm(cp, K, ld, Eigen::OuterStride<>(ident && gn == 1 ? P : ld));
       if (out && gn == 1) {
         BandView<T> Y(out + n0 * M * P + p0, M, np, Eigen::OuterStride<>(P));
@@ -543,35 +417,30 @@ Var<T> conv2d(Tape<T>& t, const Arg<T>& x, const Arg<T>& weight, const Arg<T>& b
   const T* b = has_bias ? bias.value().data() : nullptr;
   const detail::WinoGeom wg{N, C, O, H, W, padding};
   Tensor<T> U;     // Winograd-domain weights (36, O, C), kept for dx
-  Tensor<T> kept_x;  // kept for dW when small enough: Winograd's transformed input, or im2col's columns
+  Tensor<T> Vkept;  // Winograd-domain input, kept for dW when small enough
   if (detail::use_winograd(g, O)) {
     U = Tensor<T>::uninitialized({36, O, C});
     detail::wino_weights(weight.value().data(), O, C, U.data());
     const std::size_t kept = detail::wino_kept_size(wg);
-    if (t.grad_enabled() && weight.requires_grad() && kept * sizeof(T) <= detail::conv_keep_max_bytes)
-      kept_x = Tensor<T>::uninitialized({index_t(kept)});
-    detail::wino_forward(wg, x.value().data(), U.data(), b, out.data(), kept_x.defined() ? kept_x.data() : nullptr);
+    if (t.grad_enabled() && weight.requires_grad() && kept * sizeof(T) <= detail::wino_keep_max_bytes)
+      Vkept = Tensor<T>::uninitialized({index_t(kept)});
+    detail::wino_forward(wg, x.value().data(), U.data(), b, out.data(), Vkept.defined() ? Vkept.data() : nullptr);
   } else {
-    const std::size_t kept = detail::kept_cols_size(N, g);
-    if (t.grad_enabled() && weight.requires_grad() && kept > 0 && kept * sizeof(T) <= detail::conv_keep_max_bytes)
-      kept_x = Tensor<T>::uninitialized({index_t(kept)});
-    detail::gather_gemm<T>(N, g, x.value().data(), O, weight.value().data(), b, out.data(), false, nullptr, nullptr,
-                           kept_x.defined() ? kept_x.data() : nullptr);
+    detail::gather_gemm<T>(N, g, x.value().data(), O, weight.value().data(), b, out.data(), false, nullptr, nullptr);
   }
   Var<T> res = has_bias ? t.push(std::move(out), x, weight, bias) : t.push(std::move(out), x, weight);
-  t.on_backward(res, [x, weight, bias, res, g, wg, N, O, has_bias, U = std::move(U), kept_x = std::move(kept_x)] {
+  t.on_backward(res, [x, weight, bias, res, g, wg, N, O, has_bias, U = std::move(U), Vkept = std::move(Vkept)] {
     const T* dy = res.grad().data();
     if (U.defined()) {  // the adjoint of the Winograd forward (winograd.hpp)
       if (x.requires_grad() || weight.requires_grad())
         detail::wino_backward(wg, x.value().data(), U.data(), dy, x.requires_grad() ? x.grad().data() : nullptr,
                               weight.requires_grad() ? weight.grad().data() : nullptr,
-                              kept_x.defined() ? kept_x.data() : nullptr);
+                              Vkept.defined() ? Vkept.data() : nullptr);
       if (has_bias && bias.requires_grad()) detail::bias_grad(dy, N, O, g.grid(), bias.grad().data());
       return;
     }
-    if (weight.requires_grad())  // dW += dY · im2col(x)ᵀ, with the forward's columns when it kept them
-      detail::gather_gemm<T>(N, g, x.value().data(), O, nullptr, nullptr, nullptr, false, dy, weight.grad().data(),
-                             nullptr, kept_x.defined() ? kept_x.data() : nullptr);
+    if (weight.requires_grad())  // dW += dY · im2col(x)ᵀ
+      detail::gather_gemm<T>(N, g, x.value().data(), O, nullptr, nullptr, nullptr, false, dy, weight.grad().data());
     if (x.requires_grad())  // dx += col2im(Wᵀ · dY)
       detail::scatter_gemm<T>(N, g, O, weight.value().data(), dy, x.grad().data());
     if (has_bias && bias.requires_grad()) detail::bias_grad(dy, N, O, g.grid(), bias.grad().data());

@@ -566,13 +566,11 @@ template <class F> inline void wino_for(bool shared, index_t n, F&& f) {
   }
 }
 
-// What conv2d keeps from forward for backward's dW, so that backward does not
-// build it from x a second time: Winograd's transformed input (`keep` below; 6 %
-// of the colorizer's step) or im2col's columns (conv.hpp). V's 36·C·rows·tw values
-// are 2.25x the input and the columns C·kh·kw/stride² times it, so only layers
-// up to this size keep theirs; larger ones (the U-Net's full-resolution level)
-// recompute it.
-inline std::size_t conv_keep_max_bytes = std::size_t(24) << 20;
+// Transformed inputs kept from forward for backward's dW (`keep` below), so backward
+// does not transform x a second time (6 % of the colorizer's step). V's 36·C·rows·tw
+// values are 2.25x the input, so only layers up to this size keep it; larger ones
+// (the U-Net's full-resolution level) recompute it.
+inline std::size_t wino_keep_max_bytes = std::size_t(24) << 20;
 inline std::size_t wino_kept_size(const WinoGeom& g) { return std::size_t(36 * g.C * g.N * g.th() * g.tw()); }
 
 // y (N, O, Ho, Wo) = conv(x, w) + bias with U = wino_weights(w). keep (or null):
