@@ -27,6 +27,21 @@ if(MARROW_BUILD_TESTS)
               --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-pack-smoke/samples-idx3-ubyte)
     set_tests_properties(example.gan.sample_average_tiny PROPERTIES DEPENDS example.gan.pack_average_tiny
       PASS_REGULAR_EXPRESSION "wrote 20 samples")
+    # Conditioning: on k-means clusters of the training images (no labels), sampled from the
+    # checkpoint's cluster frequencies; and on the dataset's labels.
+    add_test(NAME example.gan.clusters_tiny
+      COMMAND gan train --epochs 0 --steps 6 --clusters 5 --pack 2 --g-avg --eval-samples 50 --threads 1
+              --classifier /nonexistent/none.safetensors --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-clusters-smoke)
+    set_tests_properties(example.gan.clusters_tiny PROPERTIES PASS_REGULAR_EXPRESSION "\"conditioning\":\"kmeans\",\"classes\":5")
+    add_test(NAME example.gan.sample_clusters_tiny
+      COMMAND gan sample --ckpt ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-clusters-smoke/checkpoint.safetensors --n 20
+              --threads 1 --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-clusters-smoke/samples-idx3-ubyte)
+    set_tests_properties(example.gan.sample_clusters_tiny PROPERTIES DEPENDS example.gan.clusters_tiny
+      PASS_REGULAR_EXPRESSION "wrote 20 samples")
+    add_test(NAME example.gan.class_labels_tiny
+      COMMAND gan train --epochs 0 --steps 4 --class-labels --eval-samples 50 --threads 1
+              --classifier /nonexistent/none.safetensors --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-labels-smoke)
+    set_tests_properties(example.gan.class_labels_tiny PROPERTIES PASS_REGULAR_EXPRESSION "\"conditioning\":\"labels\",\"classes\":10")
     add_test(NAME example.gan.sample_tiny
       COMMAND gan sample --ckpt ${MARROW_GAN_SMOKE}/checkpoint.safetensors --n 100 --threads 1
               --out ${MARROW_GAN_SMOKE}/samples-idx3-ubyte)
@@ -47,6 +62,8 @@ if(MARROW_BUILD_TESTS)
   marrow_expect_exit(example.gan.unknown_flag 2 "--bogus" gan train --bogus 1)
   marrow_expect_exit(example.gan.batch_not_packs 2 "--batch 63 must be a multiple of --pack 2" gan train --batch 63 --pack 2)
   marrow_expect_exit(example.gan.unknown_loss 2 "unknown GAN loss 'wgan'" gan train --loss wgan)
+  marrow_expect_exit(example.gan.labels_and_clusters 2 "--class-labels and --clusters exclude each other" gan train
+    --class-labels --clusters 10)
   marrow_expect_exit(example.gan.score_needs_samples 2 "--samples FILE is required" gan score)
   marrow_expect_exit(example.gan.sample_needs_out 2 "--out FILE" gan sample --n 10)
   marrow_expect_exit(example.gan.missing_ckpt 1 "nonexistent" gan sample --ckpt /nonexistent/g.safetensors --out /tmp/x-idx3-ubyte)

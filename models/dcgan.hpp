@@ -17,6 +17,15 @@
 // packing (PacGAN, Lin et al. 2018: D judges `pack` samples at once, stacked
 // on channels, so a G that repeats itself is easy to spot) and an exponential
 // moving average of G's weights used for sampling (Yazıcı et al. 2019).
+//
+// Conditioning (cfg.classes > 0): every image carries a class id, G's linear
+// layer reads [z, one_hot(y)], and D adds a projection term ⟨V[y], φ(x)⟩ to its
+// logit, φ being the features its final linear layer reads (projection
+// discriminator, Miyato & Koyama 2018; with packing, the packed samples'
+// embeddings are summed). The ids need not be digit labels: clusters of the
+// training images (data/kmeans.hpp) give an unsupervised GAN that models each
+// cluster on its own (self-conditioned GAN, Liu et al. 2020). Samples draw their
+// ids from the training set's class frequencies, kept in the checkpoint.
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -45,11 +54,13 @@ struct DcganConfig {
   double leak = 0.2;        // LeakyReLU slope
   int pack = 1;             // samples D judges together (PacGAN); 1: the plain DCGAN
   bool averaged_g = false;  // keep a moving average of G's weights (and sample from it)
+  int classes = 0;          // conditioning classes (0: unconditional); see "Conditioning" above
 
   Json to_json() const {
     return Json::object({{"z_dim", z_dim}, {"image", image}, {"channels", channels}, {"g_width", g_width},
                          {"g_refine", g_refine}, {"d_width", d_width}, {"d_batchnorm", d_batchnorm},
-                         {"d_dropout", d_dropout}, {"leak", leak}, {"pack", pack}, {"averaged_g", averaged_g}});
+                         {"d_dropout", d_dropout}, {"leak", leak}, {"pack", pack}, {"averaged_g", averaged_g},
+                         {"classes", classes}});
   }
   static DcganConfig from_json(const Json& j) {
     DcganConfig c;
@@ -58,7 +69,7 @@ struct DcganConfig {
     };
     geti("z_dim", c.z_dim), geti("image", c.image), geti("channels", c.channels);
     geti("g_width", c.g_width), geti("d_width", c.d_width), geti("pack", c.pack);
-    geti("g_refine", c.g_refine);
+    geti("g_refine", c.g_refine), geti("classes", c.classes);
     if (const Json* p = j.find("averaged_g")) c.averaged_g = p->as_bool();
     if (const Json* p = j.find("d_batchnorm")) c.d_batchnorm = p->as_bool();
     if (const Json* p = j.find("d_dropout")) c.d_dropout = p->as_double();
@@ -73,8 +84,23 @@ struct DcganConfig {
     MARROW_CHECK(leak >= 0.0 && leak < 1.0, "DcganConfig: leak ", leak, " must be in [0, 1)");
     MARROW_CHECK(pack >= 1, "DcganConfig: pack ", pack, " must be >= 1");
     MARROW_CHECK(g_refine >= 0, "DcganConfig: g_refine ", g_refine, " must be >= 0");
+    MARROW_CHECK(classes >= 0, "DcganConfig: classes ", classes, " must be >= 0");
   }
 };
+
+// Class ids go with a conditioned model (one per image, each in [0, classes)) and
+// with no other.
+inline void check_labels(const Tensor<std::int32_t>& labels, index_t n, int classes, const char* who) {
+  if (classes == 0) {
+    MARROW_CHECK(!labels.defined() || labels.numel() == 0, who, ": class ids given to an unconditional model");
+    return;
+  }
+  MARROW_CHECK(labels.defined() && labels.ndim() == 1 && labels.dim(0) == n, who, ": a model conditioned on ", classes,
+               " classes needs (", n, ") class ids, got ", labels.defined() ? labels.shape().str() : std::string("none"));
+  for (index_t i = 0; i < n; ++i)
+    MARROW_CHECK(labels[i] >= 0 && labels[i] < classes, who, ": class id ", labels[i], " at ", i, " is not in [0, ",
+                 classes, ")");
+}
 
 // Layers followed by BatchNorm have no bias: the normalization subtracts it again.
 template <class T> struct Generator {
@@ -94,19 +120,21 @@ template <class T> struct Generator {
 
   Generator(const DcganConfig& c, Rng& rng)
       : cfg(c),
-        fc(c.z_dim, index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4), rng, /*with_bias=*/false),
+        fc(c.z_dim + c.classes, index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4), rng, /*with_bias=*/false),
         bn0(index_t(2 * c.g_width) * (c.image / 4) * (c.image / 4)),
         refine(make_refine(c, rng)),
         up1(2 * c.g_width, c.g_width, 4, rng, {.stride = 2, .padding = 1, .bias = false}),
         bn1(c.g_width),
         up2(c.g_width, c.channels, 4, rng, {.stride = 2, .padding = 1}) {}
 
-  // z (N, z_dim) -> images (N, C, S, S) in (−1, 1).
-  Var<T> operator()(Tape<T>& t, const Var<T>& z) {
+  // z (N, z_dim) and, when conditioned, class ids (N) -> images (N, C, S, S) in (−1, 1).
+  Var<T> operator()(Tape<T>& t, const Var<T>& z, const Tensor<std::int32_t>& labels = {}) {
     t.check(z, "Generator");
     MARROW_CHECK(z.ndim() == 2 && z.dim(1) == cfg.z_dim, "Generator: z ", z.shape().str(), " is not (N, ", cfg.z_dim, ")");
     const index_t N = z.dim(0), s = cfg.image / 4;
-    Var<T> h = bn0.then_relu(t, fc(t, z));                  // relu(bn0(fc(z))): (N, 2w·s·s)
+    check_labels(labels, N, cfg.classes, "Generator");
+    const Var<T> in = cfg.classes ? concat(t, {z, t.input(one_hot<T>(labels, cfg.classes))}, 1) : z;
+    Var<T> h = bn0.then_relu(t, fc(t, in));                 // relu(bn0(fc([z, y]))): (N, 2w·s·s)
     h = reshape(t, h, {N, 2 * cfg.g_width, s, s});          // (N, 2w, s, s)
     for (ConvBnRelu<T>& r : refine) h = r(t, h);
     h = bn1.then_relu(t, up1(t, h));                        // (N, w, 2s, 2s)
@@ -132,6 +160,7 @@ template <class T> struct Discriminator {
   BatchNorm<T> bn2;  // used when cfg.d_batchnorm
   Dropout<T> drop;
   Linear<T> fc;
+  Param<T> embed;  // (classes, features): the projection's class vectors V; empty when unconditional
 
   Discriminator(const DcganConfig& c, Rng& rng)
       : cfg(c),
@@ -139,24 +168,38 @@ template <class T> struct Discriminator {
         c2(c.d_width, 2 * c.d_width, 4, rng, {.stride = 2, .padding = 1, .bias = !c.d_batchnorm}),
         bn2(2 * c.d_width),
         drop(T(c.d_dropout), rng),
-        fc(index_t(2 * c.d_width) * (c.image / 4) * (c.image / 4), 1, rng) {}
+        fc(features(c), 1, rng) {
+    if (c.classes > 0) {  // drawn like fc's weight, after everything else: unconditional draws do not change
+      embed = Param<T>(Tensor<T>::uninitialized({index_t(c.classes), features(c)}));
+      const double bound = 1.0 / std::sqrt(double(features(c)));
+      uniform_(embed.value(), rng, -bound, bound);
+    }
+  }
+  static index_t features(const DcganConfig& c) { return index_t(2 * c.d_width) * (c.image / 4) * (c.image / 4); }
 
-  // images (N, C, S, S) -> logits (N / pack): samples k·pack … k·pack + pack − 1
-  // are judged together (a reshape: they are adjacent in memory).
-  Var<T> operator()(Tape<T>& t, const Var<T>& x) {
+  // images (N, C, S, S) and, when conditioned, class ids (N) -> logits (N / pack):
+  // samples k·pack … k·pack + pack − 1 are judged together (a reshape: they are
+  // adjacent in memory).
+  Var<T> operator()(Tape<T>& t, const Var<T>& x, const Tensor<std::int32_t>& labels = {}) {
     t.check(x, "Discriminator");
     MARROW_CHECK(x.ndim() == 4 && x.dim(1) == cfg.channels && x.dim(2) == cfg.image && x.dim(3) == cfg.image,
                  "Discriminator: input ", x.shape().str(), " is not (N, ", cfg.channels, ", ", cfg.image, ", ", cfg.image,
                  ")");
     MARROW_CHECK(x.dim(0) % cfg.pack == 0, "Discriminator: batch ", x.dim(0), " is not a multiple of pack ", cfg.pack);
     const index_t M = x.dim(0) / cfg.pack;
+    check_labels(labels, x.dim(0), cfg.classes, "Discriminator");
     const Var<T> packed = cfg.pack == 1 ? x : reshape(t, x, {M, cfg.channels * cfg.pack, cfg.image, cfg.image});
     const T a = T(cfg.leak);
     Var<T> h = drop(t, leaky_relu(t, c1(t, packed), a));  // (M, w, S/2, S/2)
     h = c2(t, h);                                          // (M, 2w, S/4, S/4)
     if (cfg.d_batchnorm) h = bn2(t, h);
     h = drop(t, leaky_relu(t, h, a));
-    return reshape(t, fc(t, flatten(t, h)), {M});  // (M)
+    const Var<T> phi = flatten(t, h);                        // (M, F)
+    Var<T> logit = reshape(t, fc(t, phi), {M});              // (M)
+    if (cfg.classes == 0) return logit;
+    Var<T> v = embedding(t, Var<T>(embed), labels);          // (N, F): V[y] of every sample
+    if (cfg.pack > 1) v = sum(t, reshape(t, v, {M, cfg.pack, phi.dim(1)}), {1});  // (M, F)
+    return add(t, logit, sum(t, mul(t, v, phi), {1}));       // + ⟨V[y], φ⟩
   }
   void visit(Visitor<T>& v, const std::string& prefix) {
     c1.visit(v, join_name(prefix, "c1"));
@@ -164,6 +207,7 @@ template <class T> struct Discriminator {
     if (cfg.d_batchnorm) bn2.visit(v, join_name(prefix, "bn2"));
     drop.visit(v, join_name(prefix, "drop"));
     fc.visit(v, join_name(prefix, "fc"));
+    detail::visit_optional(v, join_name(prefix, "embed"), embed);
   }
 };
 
@@ -190,7 +234,9 @@ template <class T> struct Dcgan {
   Generator<T> g;
   Discriminator<T> d;
   std::optional<Generator<T>> g_avg;
+  Tensor<T> class_prior;  // (classes): how often each class occurs in the training set; samples draw from it
   Dcgan(const DcganConfig& c, Rng& rng) : cfg((c.check(), c)), g(c, rng), d(c, rng) {
+    if (c.classes > 0) class_prior = full<T>({index_t(c.classes)}, T(1) / T(c.classes));
     if (c.averaged_g) {  // starts as a copy of G; built from its own generator so rng's draws do not change
       Rng unused(0);
       g_avg.emplace(c, unused);
@@ -204,6 +250,19 @@ template <class T> struct Dcgan {
     g.visit(v, join_name(prefix, "generator"));
     d.visit(v, join_name(prefix, "discriminator"));
     if (g_avg) g_avg->visit(v, join_name(prefix, "generator_avg"));
+    if (cfg.classes > 0) v.visit_buffer(join_name(prefix, "class_prior"), class_prior);
+  }
+  // n class ids drawn from class_prior (empty for an unconditional model).
+  Tensor<std::int32_t> draw_labels(index_t n, Rng& rng) const {
+    if (cfg.classes == 0) return {};
+    Tensor<std::int32_t> y = Tensor<std::int32_t>::uninitialized({n});
+    for (index_t i = 0; i < n; ++i) {
+      double u = rng.uniform();
+      std::int32_t c = 0;
+      while (c + 1 < cfg.classes && (u -= double(class_prior[c])) >= 0) ++c;
+      y[i] = c;
+    }
+    return y;
   }
 };
 
@@ -297,8 +356,9 @@ template <class T = float> class Trainer {
   }
 
   // One D update, then one G update on the same fake batch (as the reference
-  // does). real (B, C, S, S) in [−1, 1].
-  StepStats train_step(const Tensor<T>& real) {
+  // does). real (B, C, S, S) in [−1, 1]; for a conditioned model, labels (B) are
+  // the real images' classes, and the fakes are drawn for the same classes.
+  StepStats train_step(const Tensor<T>& real, const Tensor<std::int32_t>& labels = {}) {
     const DcganConfig& c = model.cfg;
     MARROW_CHECK(real.ndim() == 4 && real.dim(1) == c.channels && real.dim(2) == c.image && real.dim(3) == c.image &&
                      real.dim(0) >= 2 * c.pack && real.dim(0) % c.pack == 0,
@@ -309,12 +369,12 @@ template <class T = float> class Trainer {
     st.noise_std = noise_std_at(opt, step);
     // G's forward stays on tape_g: its backward comes in the G update.
     tg_.reset();
-    Var<T> fake = model.g(tg_, tg_.input(randn<T>({B, index_t(c.z_dim)}, rng)));
+    Var<T> fake = model.g(tg_, tg_.input(randn<T>({B, index_t(c.z_dim)}, rng)), labels);
 
     // D update: fakes enter as constants (PyTorch's fake.detach()).
     td_.reset();
-    Var<T> d_real = model.d(td_, noisy(td_, td_.input(real), st.noise_std));
-    Var<T> d_fake = model.d(td_, noisy(td_, td_.input(fake.value()), st.noise_std));
+    Var<T> d_real = model.d(td_, noisy(td_, td_.input(real), st.noise_std), labels);
+    Var<T> d_fake = model.d(td_, noisy(td_, td_.input(fake.value()), st.noise_std), labels);
     Var<T> ld = discriminator_loss(td_, d_real, d_fake, opt.loss, T(1.0 - opt.label_smoothing));
     td_.backward(ld);
     opt_d.step();
@@ -327,7 +387,7 @@ template <class T = float> class Trainer {
     // its backward computes input gradients only (PyTorch also fills D's weight
     // gradients here, then zeroes them).
     set_d_frozen(true);
-    Var<T> lg = generator_loss(tg_, model.d(tg_, noisy(tg_, fake, st.noise_std)), opt.loss);
+    Var<T> lg = generator_loss(tg_, model.d(tg_, noisy(tg_, fake, st.noise_std), labels), opt.loss);
     tg_.backward(lg);
     set_d_frozen(false);
     opt_g.step();
@@ -339,15 +399,18 @@ template <class T = float> class Trainer {
   }
 
   // The sampling generator (the average, if kept) in eval mode (running BatchNorm
-  // statistics) on latent codes z (N, z_dim), `batch` at a time.
-  Tensor<T> generate(const Tensor<T>& z, index_t batch = 500) {
-    MARROW_CHECK(z.ndim() == 2 && z.dim(1) == model.cfg.z_dim, "generate: z ", z.shape().str(), " is not (N, ",
-                 model.cfg.z_dim, ")");
-    return generate_with(model.sampler(), z, batch);
+  // statistics) on latent codes z (N, z_dim) and class ids (N, conditioned models
+  // only), `batch` at a time.
+  Tensor<T> generate(const Tensor<T>& z, const Tensor<std::int32_t>& labels = {}, index_t batch = 500) {
+    return generate_with(model.sampler(), z, labels, batch);
   }
 
-  static Tensor<T> generate_with(Generator<T>& g, const Tensor<T>& z, index_t batch = 500) {
+  static Tensor<T> generate_with(Generator<T>& g, const Tensor<T>& z, const Tensor<std::int32_t>& labels = {},
+                                 index_t batch = 500) {
+    MARROW_CHECK(z.ndim() == 2 && z.dim(1) == g.cfg.z_dim, "generate: z ", z.shape().str(), " is not (N, ", g.cfg.z_dim,
+                 ")");
     const index_t N = z.dim(0), Z = z.dim(1), S = g.cfg.image, C = g.cfg.channels;
+    check_labels(labels, N, g.cfg.classes, "generate");
     const bool was_training = g.bn0.training;
     set_training<T>(g, false);
     Tensor<T> out = Tensor<T>::uninitialized({N, C, S, S});
@@ -357,7 +420,12 @@ template <class T = float> class Trainer {
       const index_t n = std::min(batch, N - s);
       Tensor<T> zb = Tensor<T>::uninitialized({n, Z});
       std::copy_n(z.data() + s * Z, n * Z, zb.data());
-      Var<T> x = g(t, t.input(zb));
+      Tensor<std::int32_t> yb;
+      if (g.cfg.classes > 0) {
+        yb = Tensor<std::int32_t>::uninitialized({n});
+        std::copy_n(labels.data() + s, n, yb.data());
+      }
+      Var<T> x = g(t, t.input(zb), yb);
       std::copy_n(x.value().data(), x.numel(), out.data() + s * C * S * S);
       t.reset();
     }

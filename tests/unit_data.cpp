@@ -4,6 +4,7 @@
 #include <marrow/data/color.hpp>
 #include <marrow/data/idx.hpp>
 #include <marrow/data/image.hpp>
+#include <marrow/data/kmeans.hpp>
 #include <marrow/data/loader.hpp>
 #include <marrow/data/text.hpp>
 
@@ -629,4 +630,58 @@ TEST_CASE("data: DataLoader epochs are seeded permutations; drop_last; no shuffl
   CHECK(s.next() == Idx{0, 1});
   CHECK_THROWS_WITH_AS(DataLoader<Idx>(3, ident, {.batch_size = 4, .drop_last = true}),
                        "DataLoader: 3 samples give no batch of 4 with drop_last", Error);
+}
+
+// ---- k-means ----------------------------------------------------------------------------
+TEST_CASE("data: kmeans finds separated blobs, by hand and deterministically") {
+  // Three blobs of 100, 200 and 300 points in 5-D around centres 10 apart.
+  const float centre[3][5] = {{0, 0, 0, 0, 0}, {10, 0, 0, 0, 0}, {0, 10, 0, 10, 0}};
+  const int size[3] = {100, 200, 300};
+  Tensor<float> x = Tensor<float>::uninitialized({600, 5});
+  std::vector<int> truth;
+  Rng rng(3);
+  for (int b = 0, row = 0; b < 3; ++b)
+    for (int i = 0; i < size[b]; ++i, ++row) {
+      for (int j = 0; j < 5; ++j) x[row * 5 + j] = centre[b][j] + float(rng.normal());
+      truth.push_back(b);
+    }
+  const data::KMeansResult r = data::kmeans(x, 3, 7);
+  REQUIRE(r.assignment.shape() == Shape{600});
+  REQUIRE(r.centroids.shape() == Shape{3, 5});
+  // Every blob is one cluster, and no two blobs share one.
+  std::set<std::int32_t> ids;
+  for (int b = 0, row = 0; b < 3; ++b) {
+    const std::int32_t id = r.assignment[row];
+    ids.insert(id);
+    for (int i = 0; i < size[b]; ++i, ++row) CHECK(r.assignment[row] == id);
+    CHECK(r.sizes[std::size_t(id)] == doctest::Approx(size[b] / 600.0));
+    for (int j = 0; j < 5; ++j) CHECK(r.centroids[id * 5 + j] == doctest::Approx(centre[b][j]).epsilon(0.03).scale(10));
+  }
+  CHECK(ids.size() == 3);
+  CHECK(r.inertia == doctest::Approx(5.0).epsilon(0.15));  // 5 unit-variance dimensions
+  // Same seed, same answer.
+  const data::KMeansResult again = data::kmeans(x, 3, 7);
+  for (index_t i = 0; i < 600; ++i) CHECK(again.assignment[i] == r.assignment[i]);
+  // k = 1: the mean; k = N: every point its own centre.
+  const data::KMeansResult one = data::kmeans(x, 1, 1);
+  double mean0 = 0;
+  for (index_t i = 0; i < 600; ++i) mean0 += x[i * 5] / 600.0;
+  CHECK(one.centroids[0] == doctest::Approx(mean0).epsilon(1e-5));
+  Tensor<float> few({4, 2}, {0, 0, 1, 0, 0, 1, 5, 5});
+  CHECK(data::kmeans(few, 4, 2).inertia == doctest::Approx(0.0));
+  CHECK_THROWS_WITH(data::kmeans(few, 5, 1), doctest::Contains("kmeans: k = 5 must be in [1, N = 4]"));
+  CHECK_THROWS_WITH(data::kmeans(Tensor<float>({4}, {0, 1, 2, 3}), 2, 1),
+                    doctest::Contains("kmeans: data must be (N, D), got (4,)"));
+}
+
+TEST_CASE("data: kmeans with repeated points leaves no cluster empty") {
+  // Five copies of one point and one other point, three clusters: k-means++ runs out of
+  // distinct rows, and a cluster that empties is restarted rather than left unused.
+  Tensor<float> x({6, 2}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4});
+  const data::KMeansResult r = data::kmeans(x, 3, 5);
+  double total = 0;
+  for (double s : r.sizes) total += s;
+  CHECK(total == doctest::Approx(1.0));
+  CHECK(r.inertia == doctest::Approx(0.0));
+  CHECK(r.assignment[5] != r.assignment[0]);
 }

@@ -29,10 +29,12 @@ struct GradCase {
   double smoothing = 0.0;  // one-sided label smoothing
   bool noise = false;      // instance noise
   int pack = 1, g_refine = 0;
+  int classes = 0;         // conditioned G and projection D
 };
 void check_gan_gradients(const GradCase& k) {
   DcganConfig cfg = tiny_gan(k.bn, k.dropout, k.pack);
   cfg.g_refine = k.g_refine;
+  cfg.classes = k.classes;
   Rng rng(7);
   Dcgan<double> m(cfg, rng);
   const index_t N = k.pack == 1 ? 3 : 2 * k.pack;  // D's BatchNorm sees N / pack packs
@@ -40,8 +42,13 @@ void check_gan_gradients(const GradCase& k) {
   Tensor<double> real = uniform<double>({N, 1, 8, 8}, rng, -1.0, 1.0);
   Tensor<double> n1 = randn<double>({N, 1, 8, 8}, rng, 0.0, k.noise ? 0.1 : 0.0);
   Tensor<double> n2 = randn<double>({N, 1, 8, 8}, rng, 0.0, k.noise ? 0.1 : 0.0);
+  Tensor<std::int32_t> y;  // repeated ids: their embedding gradients must add up
+  if (k.classes) {
+    y = Tensor<std::int32_t>::uninitialized({N});
+    for (index_t i = 0; i < N; ++i) y[i] = std::int32_t((i * 2) % k.classes);
+  }
   auto d_of = [&](Tape<double>& t, Var<double> x, const Tensor<double>& nz) {
-    return m.d(t, k.noise ? add(t, x, t.input(nz)) : x);
+    return m.d(t, k.noise ? add(t, x, t.input(nz)) : x, y);
   };
   // Hinge: spread the logits past ±1, or D's fc bias gets −1/N + 1/N = 0 from every
   // sample pair and its (exactly zero) gradient cannot be told from round-off.
@@ -50,15 +57,16 @@ void check_gan_gradients(const GradCase& k) {
     m.d.fc.bias.value()[0] = 1.0;
   }
   auto params = parameters<double>(m);
-  CHECK(params.size() == (k.bn ? 15u : 14u) + 3u * std::size_t(k.g_refine));  // each refinement: conv weight, BN gain and shift
+  // each refinement: conv weight, BN gain and shift; conditioning: D's class embedding
+  CHECK(params.size() == (k.bn ? 15u : 14u) + 3u * std::size_t(k.g_refine) + (k.classes ? 1u : 0u));
   auto d_loss = [&](Tape<double>& t) {
     m.d.drop.rng = Rng(11);
-    Var<double> fake = m.g(t, t.input(z));
+    Var<double> fake = m.g(t, t.input(z), y);
     return discriminator_loss(t, d_of(t, t.input(real), n1), d_of(t, fake, n2), k.kind, 1.0 - k.smoothing);
   };
   auto g_loss = [&](Tape<double>& t) {
     m.d.drop.rng = Rng(11);
-    return generator_loss(t, d_of(t, m.g(t, t.input(z)), n2), k.kind);
+    return generator_loss(t, d_of(t, m.g(t, t.input(z), y), n2), k.kind);
   };
   // floor 1e-4 and tolerance 1e-5: through BatchNorm over 3 samples and tanh, central
   // differences of the O(1) losses carry ~1e-10 absolute round-off, so gradients of
@@ -83,6 +91,10 @@ TEST_CASE("dcgan: gradients with packing (PacGAN, 2 samples per D input)") {
 }
 TEST_CASE("dcgan: gradients with two 3x3 refinement layers in G") { check_gan_gradients({.g_refine = 2}); }
 TEST_CASE("dcgan: gradients, hinge loss") { check_gan_gradients({.kind = GanLoss::Hinge}); }
+TEST_CASE("dcgan: gradients, conditioned G and projection D") { check_gan_gradients({.bn = false, .classes = 3}); }
+TEST_CASE("dcgan: gradients, conditioned with packing (summed class embeddings)") {
+  check_gan_gradients({.noise = true, .pack = 2, .classes = 3});
+}
 TEST_CASE("dcgan: gradients, hinge loss with dropout and noise, D without BatchNorm") {
   check_gan_gradients({.kind = GanLoss::Hinge, .bn = false, .dropout = 0.25, .noise = true});
 }
@@ -184,7 +196,7 @@ TEST_CASE("dcgan: a training step updates both nets and leaves no gradient behin
     if (p.param->has_grad()) CHECK_MESSAGE(p.param->grad().arr().abs().maxCoeff() == 0.0f, p.name);
   }
   CHECK(tr.train_step(real).noise_std == doctest::Approx(0.09));
-  Tensor<float> imgs = tr.generate(randn<float>({5, 3}, rng), 2);
+  Tensor<float> imgs = tr.generate(randn<float>({5, 3}, rng), {}, 2);
   CHECK(imgs.shape() == Shape{5, 1, 8, 8});
   CHECK(tr.model.g.bn0.training);  // generate() restores train mode
   CHECK_THROWS_WITH(tr.train_step(zeros<float>({6, 1, 4, 4})), doctest::Contains("gan train_step: batch (6, 1, 4, 4)"));
@@ -239,6 +251,59 @@ TEST_CASE("dcgan: the averaged generator follows G and is what generate() sample
   const Tensor<float> from_avg = Trainer<float>::generate_with(avg, z);
   CHECK((tr.generate(z).arr() - from_avg.arr()).abs().maxCoeff() == 0.0f);
   CHECK(DcganConfig::from_json(c.to_json()).averaged_g);
+}
+
+TEST_CASE("dcgan: a conditioned model takes class ids everywhere and samples them from its prior") {
+  DcganConfig c = tiny_gan(false);
+  c.classes = 4;
+  CHECK(DcganConfig::from_json(c.to_json()).classes == 4);
+  TrainOptions o;
+  Trainer<float> tr(c, o, 9);
+  Dcgan<float>& m = tr.model;
+  CHECK(m.g.fc.weight.shape() == Shape{16, 3 + 4});  // [z, one_hot(y)] -> 2w·2·2
+  CHECK(m.d.embed.shape() == Shape{4, 16});         // one vector per class over D's 2w·2·2 features
+  auto bufs = buffers<float>(m);
+  REQUIRE(!bufs.empty());
+  CHECK(bufs.back().first == "class_prior");
+  // The prior decides the draws: all mass on class 2, then half on 0 and half on 3.
+  m.class_prior = Tensor<float>({4}, {0, 0, 1, 0});
+  Rng rng(6);
+  Tensor<std::int32_t> y = m.draw_labels(50, rng);
+  for (index_t i = 0; i < 50; ++i) CHECK(y[i] == 2);
+  m.class_prior = Tensor<float>({4}, {0.5f, 0, 0, 0.5f});
+  y = m.draw_labels(2000, rng);
+  int zeros_seen = 0;
+  for (index_t i = 0; i < 2000; ++i) {
+    CHECK((y[i] == 0 || y[i] == 3));
+    zeros_seen += y[i] == 0;
+  }
+  CHECK(zeros_seen > 900);
+  CHECK(zeros_seen < 1100);
+  // The class changes G's output for the same z, and D's logit for the same image.
+  Tensor<float> z = randn<float>({2, 3}, rng);
+  for (index_t i = 3; i < 6; ++i) z[i] = z[i - 3];
+  const Tensor<float> x = tr.generate(z, Tensor<std::int32_t>({2}, {0, 1}));
+  CHECK((x.arr().head(64) - x.arr().tail(64)).abs().maxCoeff() > 1e-4f);
+  Tape<float> t;
+  Tensor<float> img = uniform<float>({2, 1, 8, 8}, rng, -1.0, 1.0);
+  std::copy_n(img.data(), 64, img.data() + 64);
+  const Tensor<float> l = m.d(t, t.input(img), Tensor<std::int32_t>({2}, {0, 3})).value();
+  CHECK(l[0] != l[1]);
+  // A training step with the real images' classes moves the class vectors too.
+  const Tensor<float> e0 = m.d.embed.value().clone();
+  Tensor<float> real = uniform<float>({4, 1, 8, 8}, rng, -1.0, 1.0);
+  CHECK(std::isfinite(tr.train_step(real, Tensor<std::int32_t>({4}, {0, 1, 1, 3})).loss_d));
+  CHECK((m.d.embed.value().arr() - e0.arr()).abs().maxCoeff() > 0.0f);
+  // Missing, extra and out-of-range ids name the cause.
+  CHECK_THROWS_WITH(tr.train_step(real), doctest::Contains("Generator: a model conditioned on 4 classes needs (4) class ids, got none"));
+  CHECK_THROWS_WITH(tr.train_step(real, Tensor<std::int32_t>({4}, {0, 1, 4, 3})),
+                    doctest::Contains("class id 4 at 2 is not in [0, 4)"));
+  CHECK_THROWS_WITH(tr.generate(z, Tensor<std::int32_t>({3}, {0, 1, 2})),
+                    doctest::Contains("generate: a model conditioned on 4 classes needs (2) class ids, got (3,)"));
+  Trainer<float> plain(tiny_gan(), o, 9);
+  CHECK(!plain.model.draw_labels(5, rng).defined());
+  CHECK_THROWS_WITH(plain.train_step(real, Tensor<std::int32_t>({4}, {0, 1, 1, 3})),
+                    doctest::Contains("Generator: class ids given to an unconditional model"));
 }
 
 // ---- LeNet -------------------------------------------------------------------------------

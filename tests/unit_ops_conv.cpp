@@ -311,6 +311,38 @@ TEST_CASE("conv: bands two apart never write the same image row (lock-free col2i
     }
 }
 
+TEST_CASE("conv: small images are grouped evenly over the threads") {
+#ifdef _OPENMP
+  const int saved = omp_get_max_threads();
+  // DCGAN's layers at batch 64: D's 1->64 conv on 28x28 (groups of up to 20 images
+  // before) and its 64->128 conv on 14x14 (up to 11).
+  const detail::ConvGeom c1{1, 28, 28, 14, 14, 4, 4, 2, 1, 1}, c2{64, 14, 14, 7, 7, 4, 4, 2, 1, 1};
+  for (int threads : {1, 2, 3, 4})
+    for (const detail::ConvGeom& g : {c1, c2})
+      for (index_t N : {1, 5, 64, 67}) {
+        CAPTURE(threads);
+        CAPTURE(N);
+        CAPTURE(g.C);
+        omp_set_num_threads(threads);
+        const detail::ConvPlan pl = detail::conv_plan(N, g, 64, sizeof(float));
+        omp_set_num_threads(saved);
+        REQUIRE(pl.nbands == 1);
+        if (pl.par && pl.G > 1) CHECK(pl.ngroups % threads == 0);
+        index_t next = 0, lo = N, hi = 0;
+        for (index_t gi = 0; gi < pl.ngroups; ++gi) {
+          const auto [first, count] = pl.group(gi, N);
+          CHECK(first == next);  // consecutive, covering every image once
+          next = first + count;
+          lo = std::min(lo, count), hi = std::max(hi, count);
+        }
+        CHECK(next == N);
+        CHECK(hi <= pl.G);
+        CHECK(hi - lo <= 1);
+      }
+  omp_set_num_threads(saved);
+#endif
+}
+
 TEST_CASE("conv2d: errors name the op and the shapes") {
   Tape<double> t;
   auto x = t.input(zeros<double>({2, 3, 8, 8}));

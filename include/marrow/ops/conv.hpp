@@ -76,13 +76,24 @@ struct ConvGeom {
 // narrower GEMM spends its time repacking the weight matrix), and at least the
 // kernel's reach, so bands two apart never touch the same image rows
 // (scatter_gemm runs even and odd bands in separate phases without locks).
-// Small images (one band each): G whole images side by side in one GEMM, so deep
-// low-resolution layers (DCGAN's 7x7, U-Net's bottleneck) still get wide products.
+// Small images (one band each): up to G whole images side by side in one GEMM, so
+// deep low-resolution layers (DCGAN's 7x7, U-Net's bottleneck) still get wide
+// products. The groups come in a multiple of the thread count and differ in size
+// by at most one image: 64 images in groups of 20, 20, 20 and 4 kept one of two
+// threads busy for 40 images while the other did 24.
 inline std::size_t conv_band_bytes = 256 << 10;  // tests shrink it to run many bands on tiny shapes
 inline constexpr index_t kMinCols = 512;
 struct ConvPlan {
-  index_t R, nbands, G, ngroups;
+  index_t R, nbands, G, ngroups;  // G: the largest group
   bool par;
+  // Images [first, first + count) of group gi, out of N.
+  struct Group {
+    index_t first, count;
+  };
+  Group group(index_t gi, index_t N) const {
+    const index_t a = gi * N / ngroups, b = (gi + 1) * N / ngroups;
+    return {a, b - a};
+  }
 };
 inline ConvPlan conv_plan(index_t N, const ConvGeom& g, index_t M, std::size_t elem) {
   const index_t target = index_t(conv_band_bytes / elem), K = g.krows(), P = g.grid();
@@ -100,6 +111,11 @@ inline ConvPlan conv_plan(index_t N, const ConvGeom& g, index_t M, std::size_t e
     if (p.par) p.G = std::min(p.G, (N + conv_threads() - 1) / conv_threads());  // keep every thread busy
   }
   p.ngroups = (N + p.G - 1) / p.G;
+  if (p.par && p.G > 1) {  // a multiple of the threads, then images spread evenly
+    const index_t T = conv_threads();
+    p.ngroups = std::min(N, (p.ngroups + T - 1) / T * T);
+    p.G = (N + p.ngroups - 1) / p.ngroups;
+  }
   p.par = p.par && p.ngroups * p.nbands > 1;
   return p;
 }
@@ -279,7 +295,7 @@ void gather_gemm(index_t N, const ConvGeom& g, const T* img, index_t M, const T*
     }
 #pragma omp for schedule(dynamic)
     for (index_t it = 0; it < pl.ngroups * pl.nbands; ++it) {
-      const index_t n0 = (it / pl.nbands) * pl.G, gn = std::min(pl.G, N - n0);
+      const auto [n0, gn] = pl.group(it / pl.nbands, N);
       const index_t oh0 = (it % pl.nbands) * pl.R, oh1 = std::min(g.Ho, oh0 + pl.R);
       const index_t p0 = oh0 * g.Wo, np = (oh1 - oh0) * g.Wo, ld = gn * np;
       const T* cp = cols;
@@ -335,7 +351,8 @@ void scatter_gemm(index_t N, const ConvGeom& g, index_t M, const T* A, const T* 
     for (index_t phase = 0; phase < 2; ++phase) {
 #pragma omp for schedule(dynamic)
       for (index_t it = 0; it < pl.ngroups * half; ++it) {
-        const index_t n0 = (it / half) * pl.G, gn = std::min(pl.G, N - n0), b = (it % half) * 2 + phase;
+        const auto [n0, gn] = pl.group(it / half, N);
+        const index_t b = (it % half) * 2 + phase;
         if (b >= pl.nbands) continue;
         const index_t oh0 = b * pl.R, oh1 = std::min(g.Ho, oh0 + pl.R), p0 = oh0 * g.Wo, np = (oh1 - oh0) * g.Wo;
         if (gn == 1) {
