@@ -34,6 +34,19 @@ MODELS = {
 }
 
 
+def check_peer_setup():
+    """The peer needs Debian's PyTorch, and its strongest set-up needs the OpenMP OpenBLAS and tcmalloc.
+    Without the last two ld.so only warns and PyTorch runs 2-3x slower, which would flatter us: refuse."""
+    missing = [pkg for path, pkg in ((PEER_ENV["LD_LIBRARY_PATH"], "libopenblas0-openmp"),
+                                     (PEER_ENV["LD_PRELOAD"], "libtcmalloc-minimal4")) if not os.path.exists(path)]
+    if subprocess.run(["/usr/bin/python3", "-c", "import torch, numpy"], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        missing.insert(0, "python3-torch")
+    if missing:
+        sys.exit(f"bench/models.py: the PyTorch peer needs {', '.join(missing)} "
+                 f"(apt-get install {' '.join(missing)}; see ../shared/bench/README.md)")
+
+
 def ours(build, args, threads, tmp):
     out = os.path.join(tmp, "ours")
     cmd = [os.path.join(build, "examples", args[0])] + args[1:] + ["--threads", str(threads), "--out", out]
@@ -63,6 +76,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     mine, script, theirs = MODELS[a.model]
+    check_peer_setup()
     ms_o, ms_p, rss_o, rss_p = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(a.reps):
