@@ -193,6 +193,18 @@ TEST_CASE("data: parse_idx decodes hand-written big-endian files of every type")
   CHECK(empty.numel() == 0);
 }
 
+TEST_CASE("data: write_bytes_atomic replaces a file whole and names a path it cannot write") {
+  TempDir dir;
+  const std::string path = dir / "x.bin";
+  const std::uint8_t first[3] = {1, 2, 3}, second[2] = {4, 5};
+  write_bytes_atomic(path, first, 3);
+  write_bytes_atomic(path, second, 2);
+  CHECK(read_bytes(path) == std::vector<std::uint8_t>{4, 5});
+  CHECK(!std::filesystem::exists(path + ".tmp"));
+  CHECK_THROWS_WITH(write_bytes_atomic("/nonexistent/dir/x.bin", first, 3),
+                    doctest::Contains("cannot create /nonexistent/dir/x.bin.tmp"));
+}
+
 TEST_CASE("data: write_idx/read_idx round trip, raw and gzipped") {
   TempDir dir;
   IdxArray f;

@@ -1,13 +1,13 @@
 #pragma once
 // Whole-file reads and crash-safe writes shared by the data readers and writers.
 #include <cstdint>
-#include <filesystem>
 #include <fstream>
 #include <string>
-#include <system_error>
+#include <string_view>
 #include <vector>
 
 #include "../config.hpp"
+#include "../train/fs.hpp"
 
 namespace marrow::data {
 
@@ -24,18 +24,9 @@ inline std::vector<std::uint8_t> read_bytes(const std::string& path) {
   return bytes;
 }
 
-// Write to path + ".tmp" and rename, so a crash never leaves a half-written file behind.
+// Crash-safe: the bytes go to path + ".tmp", fsynced and renamed over path (train/fs.hpp).
 inline void write_bytes_atomic(const std::string& path, const std::uint8_t* data, std::size_t n) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    MARROW_CHECK(f.good(), "cannot open '", tmp, "' for writing");
-    f.write(reinterpret_cast<const char*>(data), std::streamsize(n));
-    MARROW_CHECK(f.good(), "cannot write '", tmp, "'");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  MARROW_CHECK(!ec, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
+  atomic_write_file(path, std::string_view(reinterpret_cast<const char*>(data), n));
 }
 
 }  // namespace marrow::data
