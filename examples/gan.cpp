@@ -75,11 +75,13 @@ data::IdxArray read_images(const std::string& path) {
                "' is not an IDX3 ubyte image file (want magic 0x00000803, dims N x H x W)");
   return a;
 }
-Tensor<float> load_images(const std::string& dir, const std::string& split) {
-  Tensor<float> t = data::load_mnist(dir, split, /*scale01=*/false).images;
-  t.arr() = t.arr() / 127.5f - 1.0f;  // in place: the tensor is the only owner of its storage
-  return t;
+// A split with its pixels in [−1, 1], the range of G's tanh.
+data::Mnist load_digits(const std::string& dir, const std::string& split) {
+  data::Mnist m = data::load_mnist(dir, split, /*scale01=*/false);
+  m.images.arr() = m.images.arr() / 127.5f - 1.0f;  // in place: the tensor is the only owner of its storage
+  return m;
 }
+Tensor<float> load_images(const std::string& dir, const std::string& split) { return load_digits(dir, split).images; }
 
 // An 8x8 (or smaller) grid PNG, each pixel drawn as a 3x3 block so digits are legible.
 void save_grid(const std::string& path, const Tensor<float>& x, index_t n = 64) {
@@ -185,13 +187,13 @@ struct Conditioning {
   std::vector<double> prior;    // class frequencies
   Json info = Json::object();
 };
-Conditioning make_conditioning(const Args& a, const Tensor<float>& images, const std::string& data_dir,
-                               std::uint64_t seed) {
+Conditioning make_conditioning(const Args& a, const data::Mnist& train_set, std::uint64_t seed) {
   Conditioning c;
+  const Tensor<float>& images = train_set.images;
+  const Tensor<std::int32_t>& digits = train_set.labels;
   const index_t N = images.dim(0);
   if (a.class_labels) {
-    c.labels = data::load_mnist(data_dir, "train").labels;
-    MARROW_CHECK(c.labels.numel() == N, "gan: ", c.labels.numel(), " labels for ", N, " images");
+    c.labels = digits;
     c.prior.assign(10, 0.0);
     for (index_t i = 0; i < N; ++i) c.prior[std::size_t(c.labels[i])] += 1.0 / double(N);
     c.info = Json::object({{"conditioning", "labels"}, {"classes", 10}});
@@ -202,14 +204,12 @@ Conditioning make_conditioning(const Args& a, const Tensor<float>& images, const
     c.info = Json::object({{"conditioning", "kmeans"}, {"classes", a.clusters}, {"kmeans_inertia", km.inertia},
                            {"kmeans_iterations", km.iterations}, {"kmeans_s", t.wall_s()}});
     // How well clusters follow digits, for the record only (labels play no part in training).
-    if (const Tensor<std::int32_t> digits = data::load_mnist(data_dir, "train").labels; digits.numel() == N) {
-      std::vector<index_t> counts(std::size_t(a.clusters) * 10, 0);
-      for (index_t i = 0; i < N; ++i) ++counts[std::size_t(km.assignment[i]) * 10 + std::size_t(digits[i])];
-      index_t agree = 0;
-      for (int k = 0; k < a.clusters; ++k)
-        agree += *std::max_element(counts.begin() + k * 10, counts.begin() + k * 10 + 10);
-      c.info.set("kmeans_purity", double(agree) / double(N));
-    }
+    std::vector<index_t> counts(std::size_t(a.clusters) * 10, 0);
+    for (index_t i = 0; i < N; ++i) ++counts[std::size_t(km.assignment[i]) * 10 + std::size_t(digits[i])];
+    index_t agree = 0;
+    for (int k = 0; k < a.clusters; ++k)
+      agree += *std::max_element(counts.begin() + k * 10, counts.begin() + k * 10 + 10);
+    c.info.set("kmeans_purity", double(agree) / double(N));
   }
   return c;
 }
@@ -224,7 +224,8 @@ int train(Args a, const CommonFlags& common, const std::string& config) {
   if (a.batch % a.model.pack != 0 || a.batch < 2 * a.model.pack)
     throw UsageError("--batch " + std::to_string(a.batch) + " must be a multiple of --pack " +
                      std::to_string(a.model.pack) + " holding at least two packs");
-  const Tensor<float> images = load_images(common.data, "train");
+  const data::Mnist train_set = load_digits(common.data, "train");
+  const Tensor<float>& images = train_set.images;
   const index_t N = images.dim(0), per = images.numel() / N, per_epoch = N / a.batch;
   MARROW_CHECK(per_epoch >= 1, "gan: ", N, " training images give no batch of ", a.batch);
   const std::int64_t total = common.epochs > 0 ? std::int64_t(common.epochs) * per_epoch : common.steps;
@@ -233,7 +234,7 @@ int train(Args a, const CommonFlags& common, const std::string& config) {
                images.shape().str(), " do not match --image ", a.model.image);
   a.train.noise_steps = std::int64_t((a.noise_epochs > 0 ? a.noise_epochs * double(per_epoch) : 0.5 * double(total)));
   make_dirs(common.out);
-  const Conditioning cond = make_conditioning(a, images, common.data, std::uint64_t(common.seed));
+  const Conditioning cond = make_conditioning(a, train_set, std::uint64_t(common.seed));
   if (a.model.classes > 0) std::fprintf(stderr, "gan: conditioned on %s\n", cond.info.dump().c_str());
   MARROW_CHECK(cond.prior.size() == std::size_t(a.model.classes), "gan: ", cond.prior.size(), " classes in the data, ",
                a.model.classes, " in the model");

@@ -302,12 +302,7 @@ template <class T> std::int32_t sample_logits(const Tensor<T>& logits, const Sam
   const double m = *std::max_element(p.begin(), p.end());
   double sum = 0;
   for (auto& v : p) sum += (v = std::exp(v - m));
-  double u = rng.uniform() * sum;
-  for (index_t i = 0; i < V; ++i) {
-    u -= p[std::size_t(i)];
-    if (u < 0) return std::int32_t(i);
-  }
-  return std::int32_t(std::max_element(p.begin(), p.end()) - p.begin());
+  return std::int32_t(rng.pick_weighted(p.data(), p.size(), sum));
 }
 
 // Autoregressive sampling with a KV cache: each new character costs one

@@ -256,12 +256,8 @@ template <class T> struct Dcgan {
   Tensor<std::int32_t> draw_labels(index_t n, Rng& rng) const {
     if (cfg.classes == 0) return {};
     Tensor<std::int32_t> y = Tensor<std::int32_t>::uninitialized({n});
-    for (index_t i = 0; i < n; ++i) {
-      double u = rng.uniform();
-      std::int32_t c = 0;
-      while (c + 1 < cfg.classes && (u -= double(class_prior[c])) >= 0) ++c;
-      y[i] = c;
-    }
+    for (index_t i = 0; i < n; ++i)  // the prior holds fractions that sum to 1
+      y[i] = std::int32_t(rng.pick_weighted(class_prior.data(), std::size_t(cfg.classes), 1.0));
     return y;
   }
 };

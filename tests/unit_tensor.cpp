@@ -65,6 +65,26 @@ TEST_CASE("tensor: the RNG gives the same numbers everywhere") {
   for (int i = 0; i < 1000; ++i) CHECK(r.below(7) < 7u);
 }
 
+TEST_CASE("tensor: pick_weighted draws in proportion to the weights and never a zero weight") {
+  const double w[] = {0.0, 1.0, 0.0, 3.0, 0.0};
+  Rng r(7);
+  int counts[5] = {};
+  for (int i = 0; i < 40000; ++i) ++counts[r.pick_weighted(w, 5, 4.0)];
+  CHECK(counts[0] == 0);
+  CHECK(counts[2] == 0);
+  CHECK(counts[4] == 0);
+  CHECK(std::abs(counts[1] / 40000.0 - 0.25) < 0.01);
+  // A total above the weights' sum (round-off) falls to the last positive weight, not past it.
+  const float f[] = {0.5f, 0.5f, 0.0f};
+  int last = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const std::size_t k = r.pick_weighted(f, 3, 2.0);
+    CHECK(k < 2u);
+    last += k == 1;
+  }
+  CHECK(std::abs(last / 2000.0 - 0.75) < 0.05);
+}
+
 TEST_CASE("tensor: reshape is a view; clone is a copy") {
   auto t = arange<float>(12).reshape({3, 4});
   auto v = t.reshape({2, -1});

@@ -3,6 +3,7 @@
 // machine, compiler and thread count (std::normal_distribution does not).
 #include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 namespace marrow {
@@ -47,6 +48,19 @@ class Rng {
       unsigned __int128 m = (unsigned __int128)next_u64() * n;
       if (std::uint64_t(m) >= threshold) return std::uint64_t(m >> 64);
     }
+  }
+
+  // An index in [0, n) drawn with probability w[i] / total, where total is the sum
+  // of the non-negative weights w. Should round-off carry the draw past the end,
+  // the last index with a positive weight is taken.
+  template <class W> std::size_t pick_weighted(const W* w, std::size_t n, double total) {
+    double u = uniform() * total;
+    std::size_t last_positive = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (w[i] > W(0)) last_positive = i;
+      if ((u -= double(w[i])) < 0) return i;
+    }
+    return last_positive;
   }
 
   double normal() {

@@ -66,17 +66,8 @@ inline KMeansResult kmeans(const Tensor<float>& x, int k, std::uint64_t seed, in
   for (int c = 1; c < k; ++c) {
     double total = 0;
     for (double v : nearest) total += v;
-    index_t pick = N - 1;
-    if (total > 0) {
-      double r = rng.uniform() * total;
-      for (index_t i = 0; i < N; ++i)
-        if ((r -= nearest[std::size_t(i)]) < 0) {
-          pick = i;
-          break;
-        }
-    } else {
-      pick = index_t(rng.below(std::uint64_t(N)));  // every row sits on a centre already
-    }
+    const index_t pick = total > 0 ? index_t(rng.pick_weighted(nearest.data(), nearest.size(), total))
+                                   : index_t(rng.below(std::uint64_t(N)));  // every row sits on a centre already
     C.row(c) = X.row(pick);
 #pragma omp parallel for if (N * D > 65536)
     for (index_t i = 0; i < N; ++i)
@@ -90,7 +81,10 @@ inline KMeansResult kmeans(const Tensor<float>& x, int k, std::uint64_t seed, in
   std::vector<float> dist(static_cast<std::size_t>(N));
   std::vector<double> sums(static_cast<std::size_t>(k) * static_cast<std::size_t>(D));
   std::vector<index_t> count(static_cast<std::size_t>(k));
-  for (r.iterations = 1; r.iterations <= max_iters; ++r.iterations) {
+  // Each pass assigns every row to its nearest centroid, then moves the centroids.
+  // The pass that changes no assignment, or the one after max_iters moves, is the
+  // last: its assignment is the result.
+  for (int it = 1;; ++it) {
     const RowMat d2 = squared_distances(X, x_sq, C);
     index_t changed = 0;
     for (index_t i = 0; i < N; ++i) {
@@ -98,7 +92,8 @@ inline KMeansResult kmeans(const Tensor<float>& x, int k, std::uint64_t seed, in
       dist[std::size_t(i)] = d2.row(i).minCoeff(&best);
       if (a[i] != std::int32_t(best)) a[i] = std::int32_t(best), ++changed;
     }
-    if (changed == 0) break;  // converged: the centroids below would not move
+    r.iterations = std::min(it, max_iters);
+    if (changed == 0 || it > max_iters) break;
     std::fill(sums.begin(), sums.end(), 0.0);
     std::fill(count.begin(), count.end(), index_t(0));
     for (index_t i = 0; i < N; ++i) {
@@ -118,16 +113,11 @@ inline KMeansResult kmeans(const Tensor<float>& x, int k, std::uint64_t seed, in
       for (index_t j = 0; j < D; ++j) C(c, j) = float(s[j] / double(count[std::size_t(c)]));
     }
   }
-  r.iterations = std::min(r.iterations, max_iters);
 
-  // Final assignment against the final centroids, with sizes and inertia.
-  const RowMat d2 = squared_distances(X, x_sq, C);
   r.sizes.assign(std::size_t(k), 0.0);
   for (index_t i = 0; i < N; ++i) {
-    Eigen::Index best;
-    r.inertia += double(d2.row(i).minCoeff(&best));
-    a[i] = std::int32_t(best);
-    r.sizes[std::size_t(best)] += 1.0 / double(N);
+    r.inertia += double(dist[std::size_t(i)]);
+    r.sizes[std::size_t(a[i])] += 1.0 / double(N);
   }
   r.inertia /= double(N);
   r.centroids = Tensor<float>::uninitialized({index_t(k), D});
