@@ -192,9 +192,9 @@ template <class T> struct GPT {
     // does not grow with depth.
     for (auto& p : parameters<T>(*this)) {
       Tensor<T>& w = p.param->value();
-      const bool proj = p.name.size() > 14 && p.name.compare(p.name.size() - 14, 14, "c_proj.weight") == 0;
+      const bool proj = p.name.ends_with("c_proj.weight");
       if (w.ndim() >= 2) normal_(w, rng, 0.0, proj ? 0.02 / std::sqrt(2.0 * c.n_layer) : 0.02);
-      else if (p.name.size() >= 4 && p.name.compare(p.name.size() - 4, 4, "bias") == 0) w.zero();
+      else if (p.name.ends_with("bias")) w.zero();
     }
   }
 

@@ -11,6 +11,7 @@
 // gradients accumulate across tapes until the optimizer zeroes them.
 // The tape keeps its node objects and closure arena between steps: a training
 // loop that calls reset() each step does not grow memory.
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -23,6 +24,11 @@
 #include "tensor.hpp"
 
 namespace marrow {
+
+namespace detail {
+// One counter for every Tape<T>: tapes built on different threads still get distinct generations.
+inline std::atomic<std::uint64_t> g_tape_generation{0};
+}  // namespace detail
 
 template <class T> class Tape;
 
@@ -225,10 +231,8 @@ template <class T> class Tape {
     std::size_t size;
   };
 
-  static std::uint64_t next_generation() {
-    static std::uint64_t counter = 0;  // unique across tapes: a Var of one tape never validates on another
-    return ++counter;
-  }
+  // Unique across tapes of every element type and thread: a Var of one tape never validates on another.
+  static std::uint64_t next_generation() { return detail::g_tape_generation.fetch_add(1, std::memory_order_relaxed) + 1; }
 
   Var<T> make_node(Tensor<T> value, bool requires_grad) {
     if (used_ == nodes_.size()) nodes_.push_back(std::make_unique<Node<T>>());
