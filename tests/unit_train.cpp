@@ -12,9 +12,11 @@
 #include <marrow/train/cli.hpp>
 #include <marrow/train/json.hpp>
 #include <marrow/train/metrics.hpp>
+#include <marrow/train/model_config.hpp>
 #include <marrow/train/monitor.hpp>
 #include <marrow/train/plot.hpp>
 #include <marrow/train/progress.hpp>
+#include <marrow/train/run.hpp>
 
 #include "testing.hpp"
 
@@ -455,12 +457,117 @@ TEST_CASE("plot: plot_metrics reads a metrics.jsonl") {
 
 // ---- monitor -------------------------------------------------------------------
 
-TEST_CASE("monitor: non-finite loss guard names the step and the last checkpoint") {
-  LossGuard g;
-  CHECK_NOTHROW(g.check(1.5, 3));
-  CHECK_THROWS_WITH_AS(g.check(NAN, 7), "loss became NaN at step 7; last good checkpoint: none saved yet", Error);
-  g.set_checkpoint("runs/x/ckpt.safetensors");
-  CHECK_THROWS_WITH_AS(g.check(INFINITY, 9), "loss became +inf at step 9; last good checkpoint: runs/x/ckpt.safetensors", Error);
+TEST_CASE("monitor: the non-finite guard names what, the step and the last checkpoint") {
+  CHECK_NOTHROW(check_finite(1.5, 3, "loss", ""));
+  CHECK_THROWS_WITH_AS(check_finite(NAN, 7, "loss", ""), "loss became NaN at step 7; last good checkpoint: none saved yet",
+                       Error);
+  CHECK_THROWS_WITH_AS(check_finite(INFINITY, 9, "gradient norm", "runs/x/ckpt.safetensors", "Try a lower --lr."),
+                       "gradient norm became +inf at step 9; last good checkpoint: runs/x/ckpt.safetensors. Try a lower --lr.",
+                       Error);
+}
+
+namespace {
+enum class Pad { Same, Valid };
+struct TinyConfig {
+  int width = 4;
+  double dropout = 0.5;
+  bool bias = true;
+  std::string act = "relu";
+  Pad pad = Pad::Same;
+  float gain = 1.0f;  // added later: optional
+  template <class F> void fields(F& f) {
+    f("width", width);
+    f("dropout", dropout);
+    f("bias", bias);
+    f("act", act);
+    f.choice("pad", pad, {{"same", Pad::Same}, {"valid", Pad::Valid}});
+    f.optional("gain", gain);
+  }
+  void validate() const { MARROW_CHECK(width > 0, "TinyConfig: width must be > 0, got ", width); }
+};
+}  // namespace
+
+TEST_CASE("model config: one JSON object in the checkpoint, read back strictly by field") {
+  TinyConfig c{.width = 7, .dropout = 0.25, .bias = false, .act = "gelu", .pad = Pad::Valid, .gain = 2.0f};
+  const Json j = config_to_json(c);
+  CHECK(j.dump() == R"({"width":7,"dropout":0.25,"bias":false,"act":"gelu","pad":"valid","gain":2})");
+  const TinyConfig r = config_from_json<TinyConfig>(j, "x");
+  CHECK(r.width == 7);
+  CHECK(r.dropout == 0.25);
+  CHECK(!r.bias);
+  CHECK(r.act == "gelu");
+  CHECK(r.pad == Pad::Valid);
+  CHECK(r.gain == 2.0f);
+  // optional fields keep their default; required ones must be there and of the right type
+  CHECK(config_from_json<TinyConfig>(Json::parse(R"({"width":7,"dropout":0.25,"bias":false,"act":"gelu","pad":"same"})"),
+                                     "x").gain == 1.0f);
+  CHECK_THROWS_WITH_AS(config_from_json<TinyConfig>(Json::parse(R"({"width":7})"), "checkpoint a.safetensors"),
+                       "checkpoint a.safetensors: model config has no field 'dropout'", Error);
+  CHECK_THROWS_WITH_AS(
+      config_from_json<TinyConfig>(Json::parse(R"({"width":7,"dropout":0.25,"bias":false,"act":"gelu","pad":"wide"})"), "f"),
+      "f: model config field 'pad' is 'wide' (expected one of: same, valid)", Error);
+  CHECK_THROWS_AS(config_from_json<TinyConfig>(Json::parse(R"({"width":"7","dropout":0.25,"bias":false,"act":"g","pad":"same"})"),
+                                               "f"),
+                  Error);
+  CHECK_THROWS_WITH_AS(
+      config_from_json<TinyConfig>(Json::parse(R"({"width":0,"dropout":0.25,"bias":false,"act":"g","pad":"same"})"), "f"),
+      "TinyConfig: width must be > 0, got 0", Error);
+  // through a checkpoint's metadata
+  TempDir dir;
+  Rng rng(0);
+  Linear<float> net(2, 2, rng);
+  Checkpoint<float>(net).save(dir / "c.safetensors", 3, "{}", model_config_metadata(c));
+  CHECK(model_config_from_checkpoint<TinyConfig>(dir / "c.safetensors", "tiny").width == 7);
+  save_weights<float>(dir / "w.safetensors", net);
+  CHECK_THROWS_WITH_AS(model_config_from_checkpoint<TinyConfig>(dir / "w.safetensors", "tiny"),
+                       ("checkpoint " + (dir / "w.safetensors") + " has no model config (not a tiny checkpoint?)").c_str(),
+                       Error);
+}
+
+TEST_CASE("run: one lifecycle writes metrics, checkpoints, plots and a summary, and resumes where it stopped") {
+  TempDir dir;
+  CommonFlags flags;
+  flags.out = dir / "run";
+  flags.seed = 5;
+  Rng rng(1);
+  Linear<float> net(3, 2, rng);
+  Checkpoint<float> ckpt(net);
+  {
+    Run run(flags, {.name = "test", .steps = 4, .plots = {{.file = "loss.png", .keys = {"loss"}}}},
+            Json::object({{"width", 3}}));
+    CHECK(run.resume(ckpt) == 0);
+    CHECK_THROWS_WITH_AS(run.check_finite(NAN, 1), "loss became NaN at step 1; last good checkpoint: none saved yet", Error);
+    for (std::int64_t step = 0; step < 4; ++step) {
+      run.start_step();
+      run.stop_step();
+      run.log({{"step", step + 1}, {"loss", 1.0 / double(step + 1)}});
+      if (Run::every(step + 1, 2)) run.save(ckpt, step + 1);
+    }
+    CHECK_THROWS_WITH_AS(run.check_finite(INFINITY, 5, "gradient norm"),
+                         ("gradient norm became +inf at step 5; last good checkpoint: " + run.checkpoint_path()).c_str(),
+                         Error);
+    const Json s = run.finish({{"val_loss", 0.25}});
+    CHECK(s.at("val_loss").as_double() == 0.25);
+    CHECK(s.at("steps_timed").as_int() == 4);
+    CHECK(s.at("seed").as_int() == 5);
+    CHECK(s.at("config").at("width").as_int() == 3);
+  }
+  CHECK(read_metrics(flags.out + "/metrics.jsonl").size() == 4);
+  CHECK(read_file(flags.out + "/loss.png").substr(1, 3) == "PNG");
+  CHECK(Json::parse(read_file(flags.out + "/summary.json")).at("val_loss").as_double() == 0.25);
+  const CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(flags.out + "/checkpoint.safetensors"), "");
+  CHECK(info.step == 4);
+  CHECK(Json::parse(info.config).at("width").as_int() == 3);
+
+  flags.resume = true;  // a resumed run appends to the log and starts at the saved step
+  Run again(flags, {.name = "test", .steps = 6});
+  CHECK(again.resume(ckpt) == 4);
+  again.log({{"step", 5}, {"loss", 0.2}});
+  CHECK(read_metrics(flags.out + "/metrics.jsonl").size() == 5);
+  Run short_run(flags, {.name = "test", .steps = 3});
+  CHECK_THROWS_WITH_AS(short_run.resume(ckpt),
+                       ("--resume: " + flags.out + "/checkpoint.safetensors is at step 4, past the run's end at step 3").c_str(),
+                       Error);
 }
 
 TEST_CASE("monitor: early stopping counts updates without improvement beyond min_delta") {

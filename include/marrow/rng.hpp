@@ -4,7 +4,9 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 
 namespace marrow {
 
@@ -48,6 +50,19 @@ class Rng {
       unsigned __int128 m = (unsigned __int128)next_u64() * n;
       if (std::uint64_t(m) >= threshold) return std::uint64_t(m >> 64);
     }
+  }
+
+  // Fisher-Yates in place: every permutation equally likely. The one shuffle
+  // of the library (data loaders, PPO's minibatches, epoch orders), so a
+  // shuffled order is the same numbers wherever it is drawn.
+  template <class V> void shuffle(V& v) {
+    for (std::size_t i = v.size(); i-- > 1;) std::swap(v[i], v[std::size_t(below(std::uint64_t(i + 1)))]);
+  }
+  // The first k entries of v become a uniform random sample without
+  // replacement (the forward Fisher-Yates, stopped after k draws).
+  template <class V> void sample_prefix(V& v, std::size_t k) {
+    const std::size_t n = v.size();
+    for (std::size_t i = 0; i < std::min(k, n); ++i) std::swap(v[i], v[i + std::size_t(below(std::uint64_t(n - i)))]);
   }
 
   // An index in [0, n) drawn with probability w[i] / total, where total is the sum

@@ -112,4 +112,15 @@ inline Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op = "
   return out;
 }
 
+// Mirror index i into [0, n) without repeating the edge (numpy's "reflect"),
+// any distance out: -1 -> 1, n -> n - 2. The one reflection of the library
+// (pad2d, overlap-tile inference, augmentation's borders).
+inline index_t reflect_index(index_t i, index_t n) {
+  if (n == 1) return 0;
+  const index_t period = 2 * (n - 1);
+  i %= period;
+  if (i < 0) i += period;
+  return i < n ? i : period - i;
+}
+
 }  // namespace marrow

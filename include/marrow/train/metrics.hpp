@@ -129,13 +129,16 @@ class StepTimer {
 
 // DIR/summary.json, written atomically. Always has wall_s, ms_per_step
 // (median) and peak_rss_mb; `fields` adds the run's final figures.
-inline Json write_summary(const std::string& dir, const StepTimer& timer, std::initializer_list<Json::Member> fields = {}) {
+inline Json write_summary(const std::string& dir, const StepTimer& timer, const Json& fields) {
   Json s = Json::object({{"wall_s", timer.wall_s()}, {"ms_per_step", timer.median_ms()},
                          {"steps_timed", timer.steps()}, {"peak_rss_mb", peak_rss_mb()}});
-  for (auto& [k, v] : fields) s.set(k, v);
+  for (auto& [k, v] : fields.members()) s.set(k, v);
   make_dirs(dir);
   atomic_write_file(dir + "/summary.json", s.dump() + "\n");
   return s;
+}
+inline Json write_summary(const std::string& dir, const StepTimer& timer, std::initializer_list<Json::Member> fields = {}) {
+  return write_summary(dir, timer, Json::object(fields));
 }
 inline void write_json(const std::string& path, const Json& j) { atomic_write_file(path, j.dump() + "\n"); }
 

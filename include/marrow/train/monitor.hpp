@@ -12,24 +12,18 @@
 
 namespace marrow {
 
-// Throws when the loss is NaN or infinite, naming the step and the last
-// checkpoint worth resuming from (the run itself cannot recover: its weights
-// are already poisoned).
-class LossGuard {
- public:
-  void set_checkpoint(std::string path) { last_good_ = std::move(path); }
-  const std::string& checkpoint() const { return last_good_; }
-
-  void check(double loss, std::int64_t step) const {
-    if (std::isfinite(loss)) [[likely]]
-      return;
-    throw Error(detail::cat("loss became ", std::isnan(loss) ? "NaN" : (loss > 0 ? "+inf" : "-inf"), " at step ", step,
-                            "; last good checkpoint: ", last_good_.empty() ? "none saved yet" : last_good_));
-  }
-
- private:
-  std::string last_good_;
-};
+// The one non-finite guard: throws when `value` (a loss, a gradient norm) is
+// NaN or infinite, naming what, the step and the last checkpoint worth
+// resuming from (the run itself cannot recover: its weights are already
+// poisoned). `hint` ends the message ("Try a lower --lr.").
+inline void check_finite(double value, std::int64_t step, const std::string& what, const std::string& last_checkpoint,
+                         const std::string& hint = "") {
+  if (std::isfinite(value)) [[likely]]
+    return;
+  throw Error(detail::cat(what, " became ", std::isnan(value) ? "NaN" : (value > 0 ? "+inf" : "-inf"), " at step ",
+                          step, "; last good checkpoint: ", last_checkpoint.empty() ? "none saved yet" : last_checkpoint,
+                          hint.empty() ? "" : ". ", hint));
+}
 
 // Stop when the monitored value has not improved by more than min_delta for
 // `patience` consecutive updates (Keras/Lightning semantics).

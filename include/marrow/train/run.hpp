@@ -1,0 +1,165 @@
+#pragma once
+// One run's lifecycle, shared by every training binary: the output folder,
+// resume, metrics.jsonl, step timing, the non-finite guard, Ctrl-C
+// save-and-exit, the progress line, checkpoints, summary.json and the plots.
+// The training step itself stays in the binary, where a reader looks for it:
+//
+//   Run run(common, {.name = "unet", .steps = total, .items_per_step = batch}, cli.values());
+//   std::int64_t step = run.resume(ckpt);                 // 0, or the checkpoint's step with --resume
+//   for (; step < total; ++step) {
+//     run.start_step();
+//     ... forward, loss, backward, optimizer step ...    // the part a reader came to see
+//     run.check_finite(loss, step + 1);
+//     const double ms = run.stop_step();
+//     run.log({{"step", step + 1}, {"loss", loss}, {"ms", ms}});
+//     run.progress(step + 1, {{"loss", loss}});
+//     if (run.every(step + 1, eval_interval) || run.interrupted()) run.save(ckpt, step + 1);
+//     if (run.interrupted()) return run.interrupted_exit();
+//   }
+//   run.finish({{"val_loss", v}});                        // plots, summary.json, printed on stdout
+#include <omp.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "checkpoint.hpp"
+#include "cli.hpp"
+#include "metrics.hpp"
+#include "monitor.hpp"
+#include "plot.hpp"
+#include "progress.hpp"
+
+namespace marrow {
+
+// A picture drawn from metrics.jsonl when the run finishes.
+struct RunPlot {
+  std::string file;                 // under --out, e.g. "loss.png"
+  std::vector<std::string> keys;    // metrics to draw
+  PlotOptions options = {};
+  std::string x_key = "step";
+};
+
+struct RunOptions {
+  std::string name;                 // progress label and message prefix ("unet")
+  std::int64_t steps = 0;           // the step the run ends at (progress total; 0: unknown)
+  std::int64_t items_per_step = 1;  // for items/s on the progress line
+  std::int64_t log_every = 0;       // pipes: a progress line every N steps (0: by time)
+  std::vector<RunPlot> plots;       // drawn by finish()
+};
+
+class Run {
+ public:
+  // Creates --out, opens metrics.jsonl (appending when resuming), installs the
+  // Ctrl-C handler and starts the wall clock. `config` (the flags' values) goes
+  // into every checkpoint and into summary.json.
+  Run(const CommonFlags& flags, RunOptions options, Json config = Json::object())
+      : flags_(flags), o_(std::move(options)), config_(std::move(config)), config_text_(config_.dump()),
+        log_(flags.out, flags.resume),
+        bar_(ProgressOptions{.total = o_.steps, .items_per_step = o_.items_per_step, .label = o_.name,
+                             .every = o_.log_every}) {
+    if (flags_.resume) last_good_ = flags_.checkpoint_path();
+    install_interrupt_handler();
+  }
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  const std::string& out() const { return flags_.out; }
+  std::string path(const std::string& file) const { return flags_.out + "/" + file; }
+  std::string checkpoint_path() const { return flags_.checkpoint_path(); }
+  bool resuming() const { return flags_.resume; }
+  const Json& config() const { return config_; }
+  const std::string& config_text() const { return config_text_; }
+
+  // --resume: load `ckpt` from --ckpt (or OUT/checkpoint.safetensors) and
+  // return the step it was saved at; a fresh run returns 0. The checkpoint
+  // becomes the one a non-finite loss points back to.
+  template <class T> std::int64_t resume(Checkpoint<T>& ckpt) { return resume_info(ckpt).step; }
+  template <class T> CheckpointInfo resume_info(Checkpoint<T>& ckpt) {
+    if (!flags_.resume) return {};
+    const CheckpointInfo info = ckpt.resume(checkpoint_path(), true);
+    MARROW_CHECK(o_.steps <= 0 || info.step <= o_.steps, "--resume: ", checkpoint_path(), " is at step ", info.step,
+                 ", past the run's end at step ", o_.steps);
+    return info;
+  }
+  // The total may be known only after the data is read (epochs) or a resume.
+  void set_total_steps(std::int64_t steps) {
+    o_.steps = steps;
+    bar_.set_total(steps);
+  }
+
+  // ---- one step ------------------------------------------------------------------------------
+  void start_step() { timer_.start(); }
+  double stop_step() { return timer_.stop(); }  // the step's milliseconds
+  void record_step_ms(double ms) { timer_.record(ms); }
+  const StepTimer& timer() const { return timer_; }
+
+  // A NaN or infinite value stops the run, naming the step and the checkpoint
+  // worth resuming from (the weights in memory are already poisoned).
+  void check_finite(double value, std::int64_t step, const char* what = "loss") const {
+    marrow::check_finite(value, step, what, last_good_);
+  }
+
+  void log(const Json& line) { log_.log(line); }
+  void log(std::initializer_list<Json::Member> fields) { log_.log(Json::object(fields)); }
+  void progress(std::int64_t step, std::initializer_list<Progress::Stat> stats = {}) { bar_.update(step, stats); }
+  void message(const std::string& text) { bar_.message(text); }
+
+  // True on the steps where a periodic job (eval, checkpoint) is due; an
+  // interval of 0 means never.
+  static bool every(std::int64_t step, std::int64_t interval) { return interval > 0 && step % interval == 0; }
+
+  // ---- checkpoints ---------------------------------------------------------------------------
+  // Written atomically at --ckpt with the run's config in its metadata.
+  template <class T>
+  void save(const Checkpoint<T>& ckpt, std::int64_t step, const std::map<std::string, std::string>& extra = {}) {
+    ckpt.save(checkpoint_path(), step, config_text_, extra);
+    last_good_ = checkpoint_path();
+  }
+  // For models that write their own checkpoint (a trainer with a save(path) of its own).
+  void save_with(const std::function<void(const std::string&)>& write) {
+    write(checkpoint_path());
+    last_good_ = checkpoint_path();
+  }
+
+  // ---- Ctrl-C --------------------------------------------------------------------------------
+  bool interrupted() const { return marrow::interrupted(); }
+  // After the caller saved: say where, and give the exit code of a stopped run.
+  int interrupted_exit() {
+    bar_.message("interrupted: checkpoint saved to " + checkpoint_path() + " (continue with --resume)");
+    return 1;
+  }
+
+  // ---- the end -------------------------------------------------------------------------------
+  // Ends the progress line, draws the plots, writes summary.json (wall_s,
+  // ms_per_step median, peak_rss_mb, threads, seed, config, then `fields`) and
+  // prints it on stdout.
+  Json finish(const Json& fields = Json::object()) {
+    bar_.finish();
+    for (const RunPlot& p : o_.plots) plot_metrics(log_.path(), path(p.file), p.keys, p.x_key, p.options);
+    Json all = Json::object({{"threads", omp_get_max_threads()}, {"seed", flags_.seed}, {"config", config_}});
+    for (auto& [k, v] : fields.members()) all.set(k, v);
+    const Json s = write_summary(flags_.out, timer_, all);
+    std::printf("%s\n", s.dump().c_str());
+    return s;
+  }
+  Json finish(std::initializer_list<Json::Member> fields) { return finish(Json::object(fields)); }
+
+ private:
+  CommonFlags flags_;
+  RunOptions o_;
+  Json config_;
+  std::string config_text_;
+  MetricsLog log_;
+  Progress bar_;
+  StepTimer timer_;
+  std::string last_good_;
+};
+
+}  // namespace marrow
