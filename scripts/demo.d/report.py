@@ -456,8 +456,10 @@ def main():
     when = first(run, "started", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     nav = "".join(f'<a href="#{s}">{esc(NAMES[s])}</a>' for s, _, _ in times)
     note = ("<b>Quick mode</b>: every stage ran a handful of steps to check the pipeline; the figures mean nothing."
-            if quick else "Small-scale runs: a few minutes per model on this machine. The reference figures come from "
-            "full-scale runs (commands under each model), so a demo run is expected to fall short of some of them.")
+            if quick else "Small-scale runs: a few minutes per model on this machine. The reference figures are published "
+            "ones (nanoGPT, the U-Net paper, a task's solved threshold) or the data's own (the real digits' score, "
+            "the gray photo's PSNR); full-scale commands are under each model, and a demo run is expected to fall "
+            "short of some references.")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,"><title>marrow demo: five models trained from scratch</title><style>{CSS}</style></head>
