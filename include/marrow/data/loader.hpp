@@ -155,10 +155,7 @@ template <class Batch> class DataLoader {
     if (epoch != perm_epoch_) {
       perm_.resize(std::size_t(n_));
       std::iota(perm_.begin(), perm_.end(), index_t(0));
-      if (opt_.shuffle) {  // Fisher-Yates
-        Rng rng(derive_seed(opt_.seed, 0x5eed0000ULL + std::uint64_t(epoch)));
-        for (index_t i = n_ - 1; i > 0; --i) std::swap(perm_[std::size_t(i)], perm_[rng.below(std::uint64_t(i + 1))]);
-      }
+      if (opt_.shuffle) Rng(derive_seed(opt_.seed, 0x5eed0000ULL + std::uint64_t(epoch))).shuffle(perm_);
       perm_epoch_ = epoch;
     }
     const index_t lo = k * opt_.batch_size, hi = std::min(n_, lo + opt_.batch_size);

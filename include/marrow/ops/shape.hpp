@@ -234,10 +234,8 @@ Var<T> pad2d(Tape<T>& t, const Arg<T>& x, int top, int bottom, int left, int rig
   auto make_map = [reflect](index_t no, index_t n, index_t before) {
     std::vector<index_t> m(static_cast<std::size_t>(no));
     for (index_t o = 0; o < no; ++o) {
-      index_t i = o - before;
-      if (i < 0) i = reflect ? -i : -1;
-      else if (i >= n) i = reflect ? 2 * (n - 1) - i : -1;
-      m[std::size_t(o)] = i;
+      const index_t i = o - before;
+      m[std::size_t(o)] = i >= 0 && i < n ? i : (reflect ? reflect_index(i, n) : -1);
     }
     return m;
   };
