@@ -22,3 +22,4 @@
 #include "nn/layers.hpp"
 #include "nn/attention.hpp"
 #include "gradcheck.hpp"
+#include "instances.hpp"  // extern declarations when built with MARROW_EXTERN_TEMPLATES
