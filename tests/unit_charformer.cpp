@@ -3,7 +3,11 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <models/charformer.hpp>
+#include <models/charformer/checkpoint.hpp>
+#include <models/charformer/metrics.hpp>
+#include <models/charformer/model.hpp>
+#include <models/charformer/sample.hpp>
+#include <models/charformer/train.hpp>
 
 using namespace marrow;
 using namespace marrow::charformer;
@@ -95,26 +99,6 @@ TEST_CASE("charformer: exact GELU (erf form) values and gradient") {
   MARROW_CHECK_GRAD(r, 1e-6);
   Tape<double> other;
   CHECK_THROWS_WITH(gelu(other, x, GeluForm::Erf), doctest::Contains("gelu: Var belongs to another tape"));
-}
-
-TEST_CASE("charformer: token_position_embedding values, gradient and errors") {
-  Param<double> wte(Tensor<double>({3, 2}, {1, 2, 3, 4, 5, 6}));
-  Param<double> wpe(Tensor<double>({4, 2}, {10, 20, 30, 40, 50, 60, 70, 80}));
-  Tensor<std::int32_t> ids({2, 2}, {2, 0, 2, 2});  // repeated id: gradients must add up
-  Tape<double> t;
-  Var<double> e = token_position_embedding(t, wte, wpe, ids, 1);  // positions 1, 2
-  CHECK(e.shape() == Shape{2, 2, 2});
-  CHECK(e.value().at({0, 0, 0}) == 5 + 30);
-  CHECK(e.value().at({0, 1, 1}) == 2 + 60);
-  CHECK(e.value().at({1, 1, 0}) == 5 + 50);
-  auto r = gradcheck({&wte, &wpe}, [&](Tape<double>& t) { return project(t, token_position_embedding(t, wte, wpe, ids, 1)); });
-  MARROW_CHECK_GRAD(r, 1e-6);
-  CHECK(wpe.grad().at({0, 0}) == 0.0);  // position 0 unused
-  CHECK(wte.grad().at({1, 1}) == 0.0);  // id 1 unused
-  CHECK_THROWS_WITH(token_position_embedding(t, wte, wpe, ids, 3),
-                    doctest::Contains("positions [3, 5) exceed block_size 4"));
-  Tensor<std::int32_t> bad({1, 2}, {0, 3});
-  CHECK_THROWS_WITH(token_position_embedding(t, wte, wpe, bad), doctest::Contains("token id 3 at position 1 out of range for vocabulary size 3"));
 }
 
 TEST_CASE("charformer: KV-cached decoding gives the uncached logits") {
@@ -228,7 +212,8 @@ TEST_CASE("charformer: a tiny model learns a periodic text; eval batches are fix
   CHECK(g.refills() > 0);
   // A poisoned weight: the run stops before the update, naming the cause.
   tr.model.h[0].mlp.c_fc.weight.value()[0] = std::numeric_limits<float>::quiet_NaN();
-  CHECK_THROWS_WITH(tr.train_step(), doctest::Contains("loss became NaN at step 151"));
+  CHECK_THROWS_WITH(tr.train_step(), doctest::Contains("charformer: loss became NaN at step 151; last good checkpoint: "
+                                                      "none saved yet. Try a lower --lr or --grad-clip."));
 }
 
 TEST_CASE("charformer: resuming from a checkpoint continues bit for bit") {
@@ -264,6 +249,25 @@ TEST_CASE("charformer: resuming from a checkpoint continues bit for bit") {
   Trainer<float> other(a, data::Vocab::from_text(text + "Q"), text + "Q");
   CHECK_THROWS_WITH(other.resume(path), doctest::Contains("different character set"));
   std::filesystem::remove(path);
+}
+
+TEST_CASE("charformer: the model config of a checkpoint is read strictly, old checkpoints included") {
+  CheckpointInfo info;  // the metadata a checkpoint of the hand-written JSON writer carried
+  info.metadata["model"] = R"({"vocab_size":57,"block_size":32,"n_layer":2,"n_head":2,"n_embd":32,"dropout":0,"bias":false})";
+  const Config c = config_from_checkpoint(info, "old.safetensors");
+  CHECK(c.vocab_size == 57);
+  CHECK(c.block_size == 32);
+  CHECK(c.n_layer == 2);
+  CHECK(c.n_head == 2);
+  CHECK(c.n_embd == 32);
+  CHECK(c.dropout == 0.0);
+  CHECK(!c.bias);
+  info.metadata["model"] = R"({"vocab_size":57,"block_size":32,"n_layer":2,"n_head":2,"dropout":0,"bias":false})";
+  CHECK_THROWS_WITH(config_from_checkpoint(info, "old.safetensors"), doctest::Contains("has no field 'n_embd'"));
+  info.metadata["model"] = R"({"vocab_size":57,"block_size":32,"n_layer":2,"n_head":3,"n_embd":32,"dropout":0,"bias":false})";
+  CHECK_THROWS_WITH(config_from_checkpoint(info, "old.safetensors"), doctest::Contains("not divisible by n_head 3"));
+  info.metadata.erase("model");
+  CHECK_THROWS_WITH(config_from_checkpoint(info, "old.safetensors"), doctest::Contains("not a charformer checkpoint?"));
 }
 
 TEST_CASE("charformer: full-split evaluation predicts every character once; steady-state steps allocate nothing") {
