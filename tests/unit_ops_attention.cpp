@@ -155,7 +155,7 @@ TEST_CASE("attention: causal output at a position ignores later keys and values"
   for (index_t j = 1; j < 4; ++j)
     for (index_t d = 0; d < 3; ++d) ks2.at({0, 0, j, d}) = 100.0, vs2.at({0, 0, j, d}) = -100.0;
   CHECK(row0(ks2, vs2) == row0(ks, vs));
-  CHECK(row0(ks, vs)[0] == doctest::Approx(vs[0]));
+  CHECK(row0(ks, vs)[0] == vs[0]);  // probability exactly 1 on key 0: O = 1·v₀ + 0·…
 }
 
 TEST_CASE("attention: float path agrees with double and stays finite for large scores") {
@@ -168,7 +168,7 @@ TEST_CASE("attention: float path agrees with double and stays finite for large s
   auto od = scaled_dot_product_attention(td, td.input(qd), td.input(kd), td.input(vd), true, 100.0);
   for (index_t i = 0; i < od.numel(); ++i) {
     CHECK(std::isfinite(of.value()[i]));
-    CHECK(of.value()[i] == doctest::Approx(od.value()[i]).epsilon(1e-3));
+    CHECK(of.value()[i] == doctest::Approx(od.value()[i]).epsilon(1e-4).scale(0));  // outputs 0.03 to 2.3
   }
 }
 
