@@ -214,7 +214,7 @@ TEST_CASE("charformer: a tiny model learns a periodic text; eval batches are fix
   CHECK(g.refills() > 0);
   // A poisoned weight: the run stops before the update, naming the cause.
   tr.model.h[0].mlp.c_fc.weight.value()[0] = std::numeric_limits<float>::quiet_NaN();
-  CHECK_THROWS_WITH(tr.train_step(), doctest::Contains("charformer: loss became NaN at step 151; last good checkpoint: "
+  CHECK_THROWS_WITH(tr.train_step(), doctest::Contains("loss became NaN at step 151; last good checkpoint: "
                                                       "none saved yet. Try a lower --lr or --grad-clip."));
 }
 

@@ -146,7 +146,7 @@ template <class T> class Trainer {
   // A non-finite value stops the run before the optimizer applies it, naming the
   // value, the step and the checkpoint worth resuming from.
   void check(const std::string& what, double v) const {
-    marrow::check_finite(v, step + 1, "charformer: " + what, last_checkpoint, "Try a lower --lr or --grad-clip.");
+    marrow::check_finite(v, step + 1, what, last_checkpoint, "Try a lower --lr or --grad-clip.");
   }
   void check_blocks(const std::vector<BlockNorms>& blocks) const {
     for (std::size_t i = 0; i < blocks.size(); ++i) {
