@@ -8,16 +8,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include <marrow/data/file.hpp>
 #include <marrow/train/checkpoint.hpp>
 #include <marrow/train/cli.hpp>
-#include <marrow/train/metrics.hpp>
-#include <marrow/train/monitor.hpp>
-#include <marrow/train/plot.hpp>
-#include <marrow/train/progress.hpp>
-#include <models/charformer.hpp>
+#include <marrow/train/run.hpp>
+#include <models/charformer/checkpoint.hpp>
+#include <models/charformer/metrics.hpp>
+#include <models/charformer/model.hpp>
+#include <models/charformer/sample.hpp>
+#include <models/charformer/train.hpp>
 
 using namespace marrow;
 using namespace marrow::charformer;
@@ -86,62 +88,49 @@ Loaded load_model(const std::string& path) {
   return l;
 }
 
-void check_block_norms(const StepStats& s) {
-  for (std::size_t i = 0; i < s.blocks.size(); ++i) {
-    const BlockNorms& b = s.blocks[i];
-    for (auto [v, what] : {std::pair{b.attn_grad, "attention gradient"}, {b.attn_weight, "attention weight"},
-                           {b.mlp_grad, "MLP gradient"}, {b.mlp_weight, "MLP weight"}})
-      if (!std::isfinite(v))
-        throw Error(marrow::detail::cat("charformer: ", what, " norm of block ", i, " became non-finite at step ",
-                                        s.step));
-  }
-}
-
 int train(Args a, const CommonFlags& common, std::int64_t log_every, const Json& config) {
   const std::string text = data::load_text(common.data);
   data::Vocab vocab = data::Vocab::from_text(text);
-  const std::string ckpt_path = common.checkpoint_path();
   if (common.resume) {  // the model's shape and vocabulary come from the checkpoint
-    MARROW_CHECK(std::filesystem::exists(ckpt_path), "--resume: no checkpoint at ", ckpt_path);
-    const CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(ckpt_path), ckpt_path);
-    a.model = config_from_checkpoint(info, ckpt_path);
-    vocab = vocab_from_checkpoint(info, ckpt_path);
+    const std::string path = common.checkpoint_path();
+    MARROW_CHECK(std::filesystem::exists(path), "--resume: no checkpoint at ", path);
+    const CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(path), path);
+    a.model = config_from_checkpoint(info, path);
+    vocab = vocab_from_checkpoint(info, path);
   }
   if (common.epochs > 0)  // an epoch: as many characters as the training split holds
     a.steps = std::max<std::int64_t>(1, std::int64_t(double(common.epochs) * 0.9 * double(text.size()) /
                                                      double(a.batch_size * a.model.block_size)));
   Trainer<float> tr(a, vocab, text);
-  if (common.resume) tr.resume(ckpt_path);
-  make_dirs(common.out);
-  MetricsLog log(common.out, common.resume);
-  const index_t n_params = count_parameters<float>(tr.model);
   const std::int64_t tokens_per_step = std::int64_t(a.batch_size) * a.model.block_size;
+  Run run(common,
+          {.name = "charformer",
+           .steps = a.steps,
+           .items_per_step = tokens_per_step,
+           .log_every = log_every,
+           .plots = {{.file = "loss.png",
+                      .keys = {"loss", "train_loss", "val_loss"},
+                      .options = {.title = "charformer: cross entropy (nats/char)", .xlabel = "step", .ylabel = "loss"}}}},
+          config);
+  if (run.resuming()) tr.resume(run.checkpoint_path());
+  const index_t n_params = count_parameters<float>(tr.model);
   std::fprintf(stderr, "charformer: %lld parameters, vocabulary %d, train %zu / val %zu characters, %d threads%s\n",
                (long long)n_params, vocab.size(), tr.train_tokens.size(), tr.val_tokens.size(), omp_get_max_threads(),
-               common.resume ? (", resuming at step " + std::to_string(tr.step)).c_str() : "");
-  install_interrupt_handler();
-  ProgressOptions po;
-  po.total = a.steps;
-  po.items_per_step = tokens_per_step;
-  po.label = "charformer";
-  po.every = log_every;
-  Progress bar(po);
-  StepTimer timer;
+               run.resuming() ? (", resuming at step " + std::to_string(tr.step)).c_str() : "");
   double train_loss = NAN, val_loss = NAN, best_val = INFINITY;
-  const std::string run_config = config.dump();
   auto evaluate = [&] {
     train_loss = tr.estimate_loss(tr.train_tokens);
     val_loss = tr.estimate_loss(tr.val_tokens);
     best_val = std::min(best_val, val_loss);
-    log.log({{"step", tr.step}, {"train_loss", train_loss}, {"val_loss", val_loss}});
-    bar.message(marrow::detail::cat("step ", tr.step, ": train loss ", train_loss, ", val loss ", val_loss));
+    run.log({{"step", tr.step}, {"train_loss", train_loss}, {"val_loss", val_loss}});
+    run.message(marrow::detail::cat("step ", tr.step, ": train loss ", train_loss, ", val loss ", val_loss));
   };
   if (tr.step == 0) evaluate();
   while (!tr.done()) {
     const bool diagnose = tr.step % a.eval_interval == 0;
-    timer.start();
-    StepStats s = tr.train_step(diagnose);
-    const double ms = timer.stop();
+    run.start_step();
+    StepStats s = tr.train_step(diagnose);  // batch, forward, backward, clip, AdamW (models/charformer/train.hpp)
+    const double ms = run.stop_step();
     Json line = Json::object({{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm}, {"ms", ms}});
     for (std::size_t i = 0; i < s.blocks.size(); ++i) {
       const std::string h = "h." + std::to_string(i);
@@ -151,36 +140,24 @@ int train(Args a, const CommonFlags& common, std::int64_t log_every, const Json&
       line.set("weight_norm." + h + ".mlp", s.blocks[i].mlp_weight);
       line.set("attn_entropy." + h, s.attn_entropy[i]);
     }
-    log.log(line);
-    check_block_norms(s);
-    bar.update(s.step, {{"loss", s.loss}, {"lr", s.lr}});
-    const bool stop = interrupted();
-    if (s.step % a.eval_interval == 0 || tr.done() || stop) {
+    run.log(line);
+    run.progress(s.step, {{"loss", s.loss}, {"lr", s.lr}});
+    const bool stop = run.interrupted();
+    if (Run::every(s.step, a.eval_interval) || tr.done() || stop) {
       if (!stop) evaluate();
-      tr.save(ckpt_path, run_config);
+      run.save_with([&](const std::string& path) { tr.save(path, run.config_text()); });
     }
-    if (stop) {
-      bar.message("interrupted: checkpoint saved to " + ckpt_path + " (continue with --resume)");
-      return 1;
-    }
+    if (stop) return run.interrupted_exit();
   }
-  bar.finish();
-  if (timer.steps() == 0) evaluate();  // resumed a finished run: report its figures
-  plot_metrics(common.out + "/metrics.jsonl", common.out + "/loss.png", {"loss", "train_loss", "val_loss"}, "step",
-               {.title = "charformer: cross entropy (nats/char)", .xlabel = "step", .ylabel = "loss"});
-  const double med = timer.median_ms();
-  Json summary = write_summary(common.out, timer,
-                               {{"val_loss", val_loss},
-                                {"train_loss", train_loss},
-                                {"best_val_loss", best_val},
-                                {"val_bits_per_char", val_loss / std::log(2.0)},
-                                {"tokens_per_s", med > 0 ? double(tokens_per_step) / (med / 1000.0) : 0.0},
-                                {"params", n_params},
-                                {"steps", tr.step},
-                                {"threads", omp_get_max_threads()},
-                                {"seed", common.seed},
-                                {"config", config}});
-  std::printf("%s\n", summary.dump().c_str());
+  if (run.timer().steps() == 0) evaluate();  // resumed a finished run: report its figures
+  const double med = run.timer().median_ms();
+  run.finish({{"val_loss", val_loss},
+              {"train_loss", train_loss},
+              {"best_val_loss", best_val},
+              {"val_bits_per_char", val_loss / std::log(2.0)},
+              {"tokens_per_s", med > 0 ? double(tokens_per_step) / (med / 1000.0) : 0.0},
+              {"params", n_params},
+              {"steps", tr.step}});
   return 0;
 }
 

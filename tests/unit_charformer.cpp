@@ -3,7 +3,11 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <models/charformer.hpp>
+#include <models/charformer/checkpoint.hpp>
+#include <models/charformer/metrics.hpp>
+#include <models/charformer/model.hpp>
+#include <models/charformer/sample.hpp>
+#include <models/charformer/train.hpp>
 
 using namespace marrow;
 using namespace marrow::charformer;
@@ -72,7 +76,7 @@ TEST_CASE("charformer: parameter names are nanoGPT's and the head is tied to wte
   // At init the logits are near zero: the loss is ≈ log V.
   Tape<float> t;
   auto x = random_ids({2, 64}, 65, rng), y = random_ids({2, 64}, 65, rng);
-  CHECK(m.loss(t, x, y).item() == doctest::Approx(std::log(65.0)).epsilon(0.02));
+  CHECK(m.loss(t, x, y).item() == doctest::Approx(std::log(65.0)).epsilon(0.02).scale(0));
 }
 
 TEST_CASE("charformer: exact GELU (erf form) values and gradient") {
@@ -85,9 +89,11 @@ TEST_CASE("charformer: exact GELU (erf form) values and gradient") {
   Tape<float> tf;  // float goes through Eigen's vectorized erf
   Tensor<float> xf({4}, {-3.0f, -0.5f, 0.5f, 3.0f});
   Var<float> yf = gelu(tf, tf.input(xf), GeluForm::Erf);
+  // Relative: at x = −3, 1 + erf(x/√2) ≈ 0.0027 cancels in float (≈ 5e-5 off, measured).
+  const double rel[4] = {1e-4, 1e-6, 1e-6, 1e-6};
   for (int i = 0; i < 4; ++i) {
     const double v = xf[i];
-    CHECK(yf.value()[i] == doctest::Approx(0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))).epsilon(1e-6));
+    CHECK(yf.value()[i] == doctest::Approx(0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))).epsilon(rel[i]).scale(0));
   }
   Rng rng(2);
   Param<double> p(randn<double>({3, 50}, rng, 0.0, 2.0));
@@ -95,26 +101,6 @@ TEST_CASE("charformer: exact GELU (erf form) values and gradient") {
   MARROW_CHECK_GRAD(r, 1e-6);
   Tape<double> other;
   CHECK_THROWS_WITH(gelu(other, x, GeluForm::Erf), doctest::Contains("gelu: Var belongs to another tape"));
-}
-
-TEST_CASE("charformer: token_position_embedding values, gradient and errors") {
-  Param<double> wte(Tensor<double>({3, 2}, {1, 2, 3, 4, 5, 6}));
-  Param<double> wpe(Tensor<double>({4, 2}, {10, 20, 30, 40, 50, 60, 70, 80}));
-  Tensor<std::int32_t> ids({2, 2}, {2, 0, 2, 2});  // repeated id: gradients must add up
-  Tape<double> t;
-  Var<double> e = token_position_embedding(t, wte, wpe, ids, 1);  // positions 1, 2
-  CHECK(e.shape() == Shape{2, 2, 2});
-  CHECK(e.value().at({0, 0, 0}) == 5 + 30);
-  CHECK(e.value().at({0, 1, 1}) == 2 + 60);
-  CHECK(e.value().at({1, 1, 0}) == 5 + 50);
-  auto r = gradcheck({&wte, &wpe}, [&](Tape<double>& t) { return project(t, token_position_embedding(t, wte, wpe, ids, 1)); });
-  MARROW_CHECK_GRAD(r, 1e-6);
-  CHECK(wpe.grad().at({0, 0}) == 0.0);  // position 0 unused
-  CHECK(wte.grad().at({1, 1}) == 0.0);  // id 1 unused
-  CHECK_THROWS_WITH(token_position_embedding(t, wte, wpe, ids, 3),
-                    doctest::Contains("positions [3, 5) exceed block_size 4"));
-  Tensor<std::int32_t> bad({1, 2}, {0, 3});
-  CHECK_THROWS_WITH(token_position_embedding(t, wte, wpe, bad), doctest::Contains("token id 3 at position 1 out of range for vocabulary size 3"));
 }
 
 TEST_CASE("charformer: KV-cached decoding gives the uncached logits") {
@@ -169,11 +155,11 @@ TEST_CASE("charformer: sampling by temperature and top-k") {
   CHECK(counts[0] == 0);
   CHECK(counts[3] == 0);
   // top-2 of softmax: p(1) = e³/(e³ + e²) = 0.7311
-  CHECK(counts[1] / 20000.0 == doctest::Approx(0.7311).epsilon(0.02));
+  CHECK(counts[1] / 20000.0 == doctest::Approx(0.7311).epsilon(0.02).scale(0));
   for (int& c : counts) c = 0;
   for (int i = 0; i < 20000; ++i) ++counts[sample_logits(logits, {.temperature = 2.0, .top_k = 0}, rng)];
   const double z = std::exp(0.5) + std::exp(1.5) + std::exp(1.0) + std::exp(-0.5);
-  CHECK(counts[3] / 20000.0 == doctest::Approx(std::exp(-0.5) / z).epsilon(0.1));
+  CHECK(counts[3] / 20000.0 == doctest::Approx(std::exp(-0.5) / z).epsilon(0.1).scale(0));  // 0.064; at T 1: 0.012
   CHECK_THROWS_WITH(sample_logits(logits, {.temperature = -1.0}, rng), doctest::Contains("negative temperature"));
 }
 
@@ -203,7 +189,7 @@ TEST_CASE("charformer: a tiny model learns a periodic text; eval batches are fix
   a.eval_iters = 4;
   Trainer<float> tr(a, data::Vocab::from_text(text), text);
   const double before = tr.estimate_loss(tr.val_tokens);
-  CHECK(before == doctest::Approx(std::log(9.0)).epsilon(0.05));
+  CHECK(before == doctest::Approx(std::log(9.0)).epsilon(0.05).scale(0));
   CHECK(tr.estimate_loss(tr.val_tokens) == before);  // the same batches every time
   StepStats diag;
   while (!tr.done()) {
@@ -228,7 +214,8 @@ TEST_CASE("charformer: a tiny model learns a periodic text; eval batches are fix
   CHECK(g.refills() > 0);
   // A poisoned weight: the run stops before the update, naming the cause.
   tr.model.h[0].mlp.c_fc.weight.value()[0] = std::numeric_limits<float>::quiet_NaN();
-  CHECK_THROWS_WITH(tr.train_step(), doctest::Contains("loss became NaN at step 151"));
+  CHECK_THROWS_WITH(tr.train_step(), doctest::Contains("loss became NaN at step 151; last good checkpoint: "
+                                                      "none saved yet. Try a lower --lr or --grad-clip."));
 }
 
 TEST_CASE("charformer: resuming from a checkpoint continues bit for bit") {
@@ -260,10 +247,29 @@ TEST_CASE("charformer: resuming from a checkpoint continues bit for bit") {
   CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(path), path);
   CHECK(vocab_from_checkpoint(info, path).chars == vocab.chars);
   CHECK(config_from_checkpoint(info, path).n_embd == 8);
-  CHECK(config_from_checkpoint(info, path).dropout == doctest::Approx(0.1));
+  CHECK(config_from_checkpoint(info, path).dropout == 0.1);  // JSON keeps every digit
   Trainer<float> other(a, data::Vocab::from_text(text + "Q"), text + "Q");
   CHECK_THROWS_WITH(other.resume(path), doctest::Contains("different character set"));
   std::filesystem::remove(path);
+}
+
+TEST_CASE("charformer: the model config of a checkpoint is read strictly, old checkpoints included") {
+  CheckpointInfo info;  // the metadata a checkpoint of the hand-written JSON writer carried
+  info.metadata["model"] = R"({"vocab_size":57,"block_size":32,"n_layer":2,"n_head":2,"n_embd":32,"dropout":0,"bias":false})";
+  const Config c = config_from_checkpoint(info, "old.safetensors");
+  CHECK(c.vocab_size == 57);
+  CHECK(c.block_size == 32);
+  CHECK(c.n_layer == 2);
+  CHECK(c.n_head == 2);
+  CHECK(c.n_embd == 32);
+  CHECK(c.dropout == 0.0);
+  CHECK(!c.bias);
+  info.metadata["model"] = R"({"vocab_size":57,"block_size":32,"n_layer":2,"n_head":2,"dropout":0,"bias":false})";
+  CHECK_THROWS_WITH(config_from_checkpoint(info, "old.safetensors"), doctest::Contains("has no field 'n_embd'"));
+  info.metadata["model"] = R"({"vocab_size":57,"block_size":32,"n_layer":2,"n_head":3,"n_embd":32,"dropout":0,"bias":false})";
+  CHECK_THROWS_WITH(config_from_checkpoint(info, "old.safetensors"), doctest::Contains("not divisible by n_head 3"));
+  info.metadata.erase("model");
+  CHECK_THROWS_WITH(config_from_checkpoint(info, "old.safetensors"), doctest::Contains("not a charformer checkpoint?"));
 }
 
 TEST_CASE("charformer: full-split evaluation predicts every character once; steady-state steps allocate nothing") {

@@ -308,28 +308,6 @@ TEST_CASE("layers: pools, upsampling and activations") {
   CHECK_THROWS_WITH_AS(mp(t, t.input(zeros<double>({2, 2}))), doctest::Contains("max_pool2d"), Error);
 }
 
-TEST_CASE("attention: split_heads / merge_heads move the right entries") {
-  Rng rng(12);
-  Param<double> qkv(randn<double>({2, 3, 12}, rng));  // B 2, T 3, 3·C with C 4, 2 heads of 2
-  for (int which = 0; which < 3; ++which) {
-    auto r = gradcheck({&qkv}, [&](Tape<double>& t) { return project(t, split_heads(t, Var<double>(qkv), 3, which, 2)); });
-    MARROW_CHECK_GRAD(r, 1e-6);
-  }
-  Param<double> y(randn<double>({2, 2, 3, 2}, rng));
-  auto r = gradcheck({&y}, [&](Tape<double>& t) { return project(t, merge_heads(t, Var<double>(y))); });
-  MARROW_CHECK_GRAD(r, 1e-6);
-  Tape<double> t;
-  auto k = split_heads(t, Var<double>(qkv), 3, 1, 2);
-  CHECK(k.shape() == Shape{2, 2, 3, 2});
-  // k[b=1, h=1, t=2, d=0] = qkv[1, 2, 1·4 + 1·2 + 0]
-  CHECK(k.value().at({1, 1, 2, 0}) == qkv.value().at({1, 2, 6}));
-  auto m = merge_heads(t, k);
-  CHECK(m.shape() == Shape{2, 3, 4});
-  CHECK(m.value().at({1, 2, 2}) == qkv.value().at({1, 2, 6}));
-  CHECK_THROWS_WITH_AS(split_heads(t, Var<double>(qkv), 3, 0, 5), doctest::Contains("split_heads: last dim of (2, 3, 12)"),
-                       Error);
-}
-
 TEST_CASE("attention: CausalSelfAttention gradients, names, causality, dropout path") {
   Rng rng(13);
   CausalSelfAttention<double> attn(4, 2, rng);

@@ -179,6 +179,26 @@ TEST_CASE("shape: index_select and embedding with repeated indices") {
                        doctest::Contains("index_select: index -1 out of range for axis 1 of size 2"), Error);
 }
 
+TEST_CASE("shape: token_position_embedding values, gradient and errors") {
+  Param<double> wte(Tensor<double>({3, 2}, {1, 2, 3, 4, 5, 6}));
+  Param<double> wpe(Tensor<double>({4, 2}, {10, 20, 30, 40, 50, 60, 70, 80}));
+  Tensor<std::int32_t> ids({2, 2}, {2, 0, 2, 2});  // repeated id: gradients must add up
+  Tape<double> t;
+  Var<double> e = token_position_embedding(t, wte, wpe, ids, 1);  // positions 1, 2
+  CHECK(e.shape() == Shape{2, 2, 2});
+  CHECK(e.value().at({0, 0, 0}) == 5 + 30);
+  CHECK(e.value().at({0, 1, 1}) == 2 + 60);
+  CHECK(e.value().at({1, 1, 0}) == 5 + 50);
+  auto r = gradcheck({&wte, &wpe}, [&](Tape<double>& t) { return project(t, token_position_embedding(t, wte, wpe, ids, 1)); });
+  MARROW_CHECK_GRAD(r, 1e-6);
+  CHECK(wpe.grad().at({0, 0}) == 0.0);  // position 0 unused
+  CHECK(wte.grad().at({1, 1}) == 0.0);  // id 1 unused
+  CHECK_THROWS_WITH(token_position_embedding(t, wte, wpe, ids, 3),
+                    doctest::Contains("positions [3, 5) exceed block_size 4"));
+  Tensor<std::int32_t> bad({1, 2}, {0, 3});
+  CHECK_THROWS_WITH(token_position_embedding(t, wte, wpe, bad), doctest::Contains("token id 3 at position 1 out of range for vocabulary size 3"));
+}
+
 TEST_CASE("shape: one_hot") {
   auto oh = one_hot<float>(ints({2, 2}, {1, 0, 2, 1}), 3);
   CHECK(oh.shape() == Shape{2, 2, 3});

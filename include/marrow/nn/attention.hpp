@@ -1,10 +1,8 @@
 #pragma once
-// Multi-head causal self-attention as in nanoGPT's model.py, plus the two
-// head-reshuffling ops it needs. Shape letters: B batch, T sequence, C
-// channels (n_embd), nh heads, hs = C / nh head size.
-//
-// split_heads / merge_heads do in one copy what split + view + transpose do in
-// PyTorch (three ops, two copies each way).
+// Multi-head causal self-attention as in nanoGPT's model.py. Its ops (the
+// fused attention, split_heads, merge_heads) are in ops/attention.hpp.
+// Shape letters: B batch, T sequence, C channels (n_embd), nh heads,
+// hs = C / nh head size.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -17,73 +15,6 @@
 #include "layers.hpp"
 
 namespace marrow {
-
-// qkv (B, T, parts·C) -> part `which` as heads (B, nh, T, hs):
-//   out[b, h, t, d] = qkv[b, t, which·C + h·hs + d]
-template <class T> Var<T> split_heads(Tape<T>& t, const Arg<T>& qkv, int parts, int which, int n_head) {
-  t.check(qkv, "split_heads");
-  MARROW_CHECK(qkv.ndim() == 3, "split_heads: input must be (B, T, parts*C), got ", qkv.shape().str());
-  MARROW_CHECK(parts > 0 && which >= 0 && which < parts && n_head > 0, "split_heads: bad part ", which, " of ",
-               parts, " or n_head ", n_head);
-  const index_t B = qkv.dim(0), Tn = qkv.dim(1), W = qkv.dim(2);
-  MARROW_CHECK(W % (index_t(parts) * n_head) == 0, "split_heads: last dim of ", qkv.shape().str(),
-               " is not divisible into ", parts, " parts of ", n_head, " heads");
-  const index_t C = W / parts, hs = C / n_head, nh = n_head;
-  Tensor<T> out = Tensor<T>::uninitialized(Shape{B, nh, Tn, hs});
-  const T* src = qkv.value().data() + index_t(which) * C;
-  T* dst = out.data();
-#pragma omp parallel for if (out.numel() >= detail::kParallelMin)
-  for (index_t bh = 0; bh < B * nh; ++bh) {
-    const index_t b = bh / nh, h = bh % nh;
-    for (index_t s = 0; s < Tn; ++s)
-      std::copy_n(src + (b * Tn + s) * W + h * hs, hs, dst + (bh * Tn + s) * hs);
-  }
-  Var<T> res = t.push(std::move(out), qkv);
-  t.on_backward(res, [qkv, res, which, B, Tn, W, C, nh, hs] {
-    const T* g = res.grad().data();
-    T* dq = qkv.grad().data() + index_t(which) * C;
-#pragma omp parallel for if (res.numel() >= detail::kParallelMin)
-    for (index_t bh = 0; bh < B * nh; ++bh) {  // each (b, h) owns a disjoint block of dq
-      const index_t b = bh / nh, h = bh % nh;
-      for (index_t s = 0; s < Tn; ++s) {
-        T* d = dq + (b * Tn + s) * W + h * hs;
-        const T* gs = g + (bh * Tn + s) * hs;
-        for (index_t j = 0; j < hs; ++j) d[j] += gs[j];
-      }
-    }
-  });
-  return res;
-}
-
-// y (B, nh, T, hs) -> (B, T, nh·hs): out[b, t, h·hs + d] = y[b, h, t, d].
-template <class T> Var<T> merge_heads(Tape<T>& t, const Arg<T>& y) {
-  t.check(y, "merge_heads");
-  MARROW_CHECK(y.ndim() == 4, "merge_heads: input must be (B, nh, T, hs), got ", y.shape().str());
-  const index_t B = y.dim(0), nh = y.dim(1), Tn = y.dim(2), hs = y.dim(3), C = nh * hs;
-  Tensor<T> out = Tensor<T>::uninitialized(Shape{B, Tn, C});
-  const T* src = y.value().data();
-  T* dst = out.data();
-#pragma omp parallel for if (out.numel() >= detail::kParallelMin)
-  for (index_t bh = 0; bh < B * nh; ++bh) {
-    const index_t b = bh / nh, h = bh % nh;
-    for (index_t s = 0; s < Tn; ++s) std::copy_n(src + (bh * Tn + s) * hs, hs, dst + (b * Tn + s) * C + h * hs);
-  }
-  Var<T> res = t.push(std::move(out), y);
-  t.on_backward(res, [y, res, B, Tn, nh, hs, C] {
-    const T* g = res.grad().data();
-    T* dy = y.grad().data();
-#pragma omp parallel for if (res.numel() >= detail::kParallelMin)
-    for (index_t bh = 0; bh < B * nh; ++bh) {
-      const index_t b = bh / nh, h = bh % nh;
-      for (index_t s = 0; s < Tn; ++s) {
-        T* d = dy + (bh * Tn + s) * hs;
-        const T* gs = g + (b * Tn + s) * C + h * hs;
-        for (index_t j = 0; j < hs; ++j) d[j] += gs[j];
-      }
-    }
-  });
-  return res;
-}
 
 // nanoGPT's CausalSelfAttention: c_attn (C → 3C) → q, k, v heads → causal
 // attention → merge heads → c_proj (C → C) → residual dropout.
@@ -162,8 +93,3 @@ template <class T> struct CausalSelfAttention {
 };
 
 }  // namespace marrow
-
-/* Backward rules:
-   split_heads  dqkv[b, t, which·C + h·hs + d] += g[b, h, t, d]
-   merge_heads  dy[b, h, t, d] += g[b, t, h·hs + d]
-*/

@@ -1,6 +1,7 @@
 #pragma once
 // Differentiable shape ops: reshape, flatten, permute, transpose, slice,
-// concat, split, pad2d, index_select, embedding; and one_hot (no tape).
+// concat, split, pad2d, index_select, embedding, token_position_embedding;
+// and one_hot (no tape).
 // Each op: forward beside backward. Backward always accumulates (+=).
 // Shape letters: (outer, n, inner) = the dims before, at and after the op's axis.
 #include <cstdint>
@@ -286,7 +287,7 @@ Var<T> pad2d(Tape<T>& t, const Arg<T>& x, int top, int bottom, int left, int rig
   return res;
 }
 
-// ---- index_select / embedding ------------------------------------------------------
+// ---- index_select / embeddings -----------------------------------------------------
 // Gather entries idx[k] along `axis`: (..., n, ...) -> (..., K, ...). idx is 1-D; repeats allowed.
 template <class T> Var<T> index_select(Tape<T>& t, const Arg<T>& x, int axis, const Tensor<std::int32_t>& idx) {
   t.check(x, "index_select");
@@ -350,6 +351,56 @@ template <class T> Var<T> embedding(Tape<T>& t, const Arg<T>& weight, const Tens
   return res;
 }
 
+// ids (B, T) -> wte[ids[b, t]] + wpe[pos0 + t]: (B, T, C). One op instead of
+// two lookups and a broadcast add (three nodes, two (B, T, C) temporaries).
+template <class T>
+Var<T> token_position_embedding(Tape<T>& t, const Arg<T>& wte, const Arg<T>& wpe, const Tensor<std::int32_t>& ids,
+                                index_t pos0 = 0) {
+  t.check(wte, "token_position_embedding");
+  t.check(wpe, "token_position_embedding");
+  MARROW_CHECK(wte.ndim() == 2 && wpe.ndim() == 2 && wte.dim(1) == wpe.dim(1),
+               "token_position_embedding: wte ", wte.shape().str(), " and wpe ", wpe.shape().str(),
+               " must be (V, C) and (block_size, C)");
+  MARROW_CHECK(ids.ndim() == 2, "token_position_embedding: ids must be (B, T), got ", ids.shape().str());
+  const index_t V = wte.dim(0), C = wte.dim(1), P = wpe.dim(0), B = ids.dim(0), Tn = ids.dim(1);
+  MARROW_CHECK(pos0 >= 0 && pos0 + Tn <= P, "token_position_embedding: positions [", pos0, ", ", pos0 + Tn,
+               ") exceed block_size ", P, " (ids ", ids.shape().str(), ")");
+  for (index_t i = 0; i < B * Tn; ++i)
+    MARROW_CHECK(ids[i] >= 0 && ids[i] < V, "token_position_embedding: token id ", ids[i], " at position ", i,
+                 " out of range for vocabulary size ", V);
+  Tensor<T> out = Tensor<T>::uninitialized(Shape{B, Tn, C});
+  const T* pe = wte.value().data();
+  const T* pp = wpe.value().data() + pos0 * C;
+  T* po = out.data();
+  for (index_t i = 0; i < B * Tn; ++i) {
+    const T* e = pe + index_t(ids[i]) * C;
+    const T* p = pp + (i % Tn) * C;
+    T* o = po + i * C;
+#pragma omp simd
+    for (index_t j = 0; j < C; ++j) o[j] = e[j] + p[j];
+  }
+  Var<T> res = t.push(std::move(out), wte, wpe);
+  t.on_backward(res, [wte, wpe, res, ids, B, Tn, C, pos0] {
+    const T* g = res.grad().data();
+    T* dwte = wte.requires_grad() ? wte.grad().data() : nullptr;
+    T* dwpe = wpe.requires_grad() ? wpe.grad().data() + pos0 * C : nullptr;
+    for (index_t i = 0; i < B * Tn; ++i) {  // serial: repeated ids and positions share rows
+      const T* gi = g + i * C;
+      if (dwte) {
+        T* d = dwte + index_t(ids[i]) * C;
+#pragma omp simd
+        for (index_t j = 0; j < C; ++j) d[j] += gi[j];
+      }
+      if (dwpe) {
+        T* d = dwpe + (i % Tn) * C;
+#pragma omp simd
+        for (index_t j = 0; j < C; ++j) d[j] += gi[j];
+      }
+    }
+  });
+  return res;
+}
+
 // ---- one_hot (no tape) -------------------------------------------------------------
 // labels of any shape -> labels.shape + (classes), 1 at each label.
 template <class T> Tensor<T> one_hot(const Tensor<std::int32_t>& labels, int classes) {
@@ -377,4 +428,5 @@ template <class T> Tensor<T> one_hot(const Tensor<std::int32_t>& labels, int cla
    pad2d reflect      dx[src(i)] += g[i] for every output i (edges fold back onto the mirrored entries)
    index_select       dx[idx[k] along axis] += g[k]        (repeated indices accumulate)
    embedding          dW[ids[i]] += g[i]                   (repeated ids accumulate)
+   token_position_embedding  dwte[ids[b, t]] += g[b, t]     dwpe[pos0 + t] += Σ_b g[b, t]
 */
