@@ -13,6 +13,8 @@
 #define MARROW_INSTANCES(PREFIX, T) \
   /* ops/attention.hpp */ \
   PREFIX Var<T> scaled_dot_product_attention<T>(Tape<T>&, const Arg<T>&, const Arg<T>&, const Arg<T>&, bool, std::type_identity_t<T>, Tensor<T>*); \
+  PREFIX Var<T> split_heads<T>(Tape<T>&, const Arg<T>&, int, int, int); \
+  PREFIX Var<T> merge_heads<T>(Tape<T>&, const Arg<T>&); \
   /* ops/conv.hpp */ \
   PREFIX Var<T> conv2d<T>(Tape<T>&, const Arg<T>&, const Arg<T>&, const Arg<T>&, int, int, int); \
   PREFIX Var<T> conv_transpose2d<T>(Tape<T>&, const Arg<T>&, const Arg<T>&, const Arg<T>&, int, int, int, int); \
@@ -73,6 +75,7 @@
   PREFIX Var<T> pad2d<T>(Tape<T>&, const Arg<T>&, int, int, int, int, PadMode); \
   PREFIX Var<T> index_select<T>(Tape<T>&, const Arg<T>&, int, const Tensor<std::int32_t>&); \
   PREFIX Var<T> embedding<T>(Tape<T>&, const Arg<T>&, const Tensor<std::int32_t>&); \
+  PREFIX Var<T> token_position_embedding<T>(Tape<T>&, const Arg<T>&, const Arg<T>&, const Tensor<std::int32_t>&, index_t); \
   PREFIX Tensor<T> one_hot<T>(const Tensor<std::int32_t>&, int); \
   /* loss.hpp */ \
   PREFIX Var<T> cross_entropy<T>(Tape<T>&, const Arg<T>&, const Tensor<std::int32_t>&, const CrossEntropyOptions<T>&); \
