@@ -199,6 +199,7 @@ template <class Env> int train(Args a, const CommonFlags& common, const Json& fl
              {"entropy", st.entropy},
              {"approx_kl", st.approx_kl},
              {"clip_frac", st.clip_frac},
+             {"epochs", st.epochs_run},
              {"explained_variance", rollout.explained_variance()}});
     run.progress(update, {{"return20", last20}, {"ent", st.entropy}});
     if (run.interrupted() || update == num_updates) run.save(ckpt, update, model_config_metadata(a));
