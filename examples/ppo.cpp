@@ -4,19 +4,20 @@
 //   ppo eval  --ckpt runs/ppo/checkpoint.safetensors --episodes 100
 #include <cmath>
 #include <cstdio>
+#include <numeric>
+#include <optional>
 #include <omp.h>
 
 #include <marrow/rl/acrobot.hpp>
 #include <marrow/rl/cartpole.hpp>
 #include <marrow/rl/mountain_car.hpp>
 #include <marrow/rl/pendulum.hpp>
-#include <marrow/train/checkpoint.hpp>
-#include <marrow/train/cli.hpp>
-#include <marrow/train/metrics.hpp>
-#include <marrow/train/monitor.hpp>
-#include <marrow/train/plot.hpp>
-#include <marrow/train/progress.hpp>
-#include <models/ppo.hpp>
+#include <marrow/train/model_config.hpp>
+#include <marrow/train/run.hpp>
+#include <models/ppo/agent.hpp>
+#include <models/ppo/config.hpp>
+#include <models/ppo/rollout.hpp>
+#include <models/ppo/update.hpp>
 
 using namespace marrow;
 using ppo::Args;
@@ -95,109 +96,130 @@ void add_args(Cli& cli, Args& a) {
   cli.flag("norm-reward", a.norm_reward, "reward scaling by the return's std");
 }
 
-Args args_from_config(const std::string& config) {
-  Json j = Json::parse(config);
-  Args a = preset(j.at("env").as_string(), "cleanrl");
-  a.hidden = int(j.at("hidden").as_double());
-  a.norm_obs = j.at("norm-obs").as_bool();
-  a.norm_reward = j.at("norm-reward").as_bool();
-  a.init_log_std = j.at("init-log-std").as_double();
-  return a;
-}
-
-template <class Env> int train(Args a, const CommonFlags& common, const std::string& config) {
+template <class Env> int train(Args a, const CommonFlags& common, const Json& flags) {
   a.seed = std::uint64_t(common.seed);
   a.total_steps = common.steps;
-  make_dirs(common.out);
-  ppo::Trainer<Env> tr(a);
-  Checkpoint<float> ckpt(tr.agent);
-  ckpt.add_state([&](const StateVisitor<float>& f) { tr.opt.visit_state(f); });
-  ckpt.add_rng("sampler", tr.rng);
-  const std::string ckpt_path = common.checkpoint_path();
-  if (common.resume) {
-    CheckpointInfo info = ckpt.resume(ckpt_path, true);
-    tr.stats_from_agent();
-    tr.update_index = int(info.step);
-    tr.global_step = std::int64_t(info.step) * a.num_envs * a.num_steps;
-  }
-  MetricsLog log(common.out, common.resume);
-  StepTimer timer;
-  install_interrupt_handler();
-  Progress bar(tr.num_updates, std::string("ppo ") + Env::kName, std::int64_t(a.num_envs) * a.num_steps);
-  std::vector<double> ep_x, ep_y;
+  const int E = a.num_envs, S = a.num_steps, B = E * S;
+  if (B % a.num_minibatches != 0)
+    throw UsageError(detail::cat("--num-minibatches: num-envs x num-steps = ", B, " is not divisible by ",
+                                 a.num_minibatches));
+  const int MB = B / a.num_minibatches;
+  const int num_updates = int(std::max<std::int64_t>(1, a.total_steps / B));
+
+  Rng rng(a.seed);  // the networks' init, then action sampling and minibatch shuffling
+  ppo::Agent<float> agent({Env::obs_dim, Env::act_dim, Env::discrete}, a, rng);
+  const ParamList<float> params = parameters<float>(agent);
+  AdamOptions<float> adam;
+  adam.lr = float(a.lr);
+  adam.eps = float(a.adam_eps);
+  Adam<float> opt(params, adam);
+  ppo::Rollout<Env> rollout(E, S, a.seed + 1);
+
+  Checkpoint<float> ckpt(agent);  // weights and the normalizers' statistics
+  ckpt.add_state([&](const StateVisitor<float>& f) { opt.visit_state(f); });
+  ckpt.add_rng("sampler", rng);
+  const std::string title = std::string("PPO ") + Env::kName;
+  Run run(common,
+          {.name = std::string("ppo ") + Env::kName, .steps = num_updates, .items_per_step = B,
+           .plots = {{.file = "learning_curve.png", .keys = {"episodic_return", "mean_return_last20"},
+                      .options = {.title = title, .xlabel = "env steps", .ylabel = "return"}, .x_key = "env_steps"}}},
+          flags);
+  int update = int(run.resume(ckpt));
+  rollout.global_step = std::int64_t(update) * B;
+  const std::int64_t first_step = rollout.global_step;
+
+  Tape<float> tape;
+  ppo::Minibatch<float> mb = ppo::make_minibatch<Env, float>(MB);
+  std::vector<int> order(static_cast<std::size_t>(B));
   std::optional<std::int64_t> steps_to_threshold;
-  std::size_t seen = 0;
-  while (!tr.done()) {
-    timer.start();
-    ppo::UpdateStats st = tr.update();
-    timer.stop();
-    double ep_ret = std::nan(""), ep_len = std::nan("");
-    if (tr.episodes.size() > seen) {
-      ep_ret = ep_len = 0;
-      for (std::size_t i = seen; i < tr.episodes.size(); ++i) {
-        ep_ret += tr.episodes[i].ret;
-        ep_len += tr.episodes[i].length;
-        ep_x.push_back(double(st.global_step));
-        ep_y.push_back(tr.episodes[i].ret);
+  std::size_t seen = 0;  // episodes already logged
+  while (update < num_updates) {
+    run.start_step();
+    const double frac = 1.0 - double(update) / double(num_updates);
+    const double lr_now = a.anneal_lr ? frac * a.lr : a.lr;
+    const double clip_now = a.anneal_clip ? frac * a.clip_coef : a.clip_coef;
+    opt.set_lr(float(lr_now));
+
+    // Rollout: S steps of E environments under the current policy.
+    rollout.collect(agent, rng, a);
+    // GAE: advantages and returns, backwards through the rollout.
+    rollout.gae(a.gamma, a.gae_lambda);
+    // Update: epochs over shuffled minibatches of the clipped surrogate loss.
+    ppo::UpdateStats st;
+    std::iota(order.begin(), order.end(), 0);
+    for (int epoch = 0; epoch < a.update_epochs; ++epoch) {
+      rng.shuffle(order);
+      double epoch_kl = 0;
+      for (int start = 0; start < B; start += MB) {
+        ppo::gather(rollout, order, start, mb);
+        tape.reset();
+        ppo::LossTerms<float> lt = ppo::ppo_loss(tape, agent, mb, a, clip_now);
+        opt.zero_grad();
+        tape.backward(lt.total);
+        clip_grad_norm(params, float(a.max_grad_norm));
+        opt.step();
+        st.add(lt);
+        epoch_kl += lt.approx_kl;
       }
-      ep_ret /= double(tr.episodes.size() - seen);
-      ep_len /= double(tr.episodes.size() - seen);
-      seen = tr.episodes.size();
+      st.epochs_run = epoch + 1;
+      if (a.target_kl > 0 && epoch_kl / a.num_minibatches > a.target_kl) break;
     }
-    const double last20 = tr.mean_return_last(20);
-    if (!steps_to_threshold && tr.episodes.size() >= 20 && last20 >= Env::threshold) steps_to_threshold = st.global_step;
-    const double sps = double(st.global_step - (tr.update_index - 1) * std::int64_t(a.num_envs) * a.num_steps) /
-                       (timer.total_ms() / 1000.0 + 1e-12);
+    tape.reset();
+    st.average();
+    ++update;
+    run.stop_step();
+
     // Checked before logging: a failed update must not append to a good run's metrics.
-    if (!std::isfinite(st.policy_loss) || !std::isfinite(st.value_loss))
-      throw Error("ppo: loss became non-finite at update " + std::to_string(st.update) +
-                  "; last good checkpoint: " + ckpt_path);
-    log.log(Json::object({{"step", st.update},
-                          {"env_steps", st.global_step},
-                          {"episodic_return", ep_ret},
-                          {"episodic_length", ep_len},
-                          {"mean_return_last20", last20},
-                          {"sps", sps},
-                          {"lr", st.lr},
-                          {"policy_loss", st.policy_loss},
-                          {"value_loss", st.value_loss},
-                          {"entropy", st.entropy},
-                          {"approx_kl", st.approx_kl},
-                          {"clip_frac", st.clip_frac},
-                          {"explained_variance", st.explained_variance}}));
-    bar.update(st.update, {{"return20", last20}, {"ent", st.entropy}});
-    if (interrupted() || tr.done()) {
-      tr.stats_to_agent();
-      ckpt.save(ckpt_path, tr.update_index, config);
-      if (interrupted()) {
-        bar.message("interrupted: checkpoint saved to " + ckpt_path);
-        return 1;
+    run.check_finite(st.policy_loss, update, "policy loss");
+    run.check_finite(st.value_loss, update, "value loss");
+    const auto& eps = rollout.episodes;
+    double ep_ret = std::nan(""), ep_len = std::nan("");
+    if (eps.size() > seen) {
+      ep_ret = ep_len = 0;
+      for (std::size_t i = seen; i < eps.size(); ++i) {
+        ep_ret += eps[i].ret;
+        ep_len += eps[i].length;
       }
+      ep_ret /= double(eps.size() - seen);
+      ep_len /= double(eps.size() - seen);
+      seen = eps.size();
     }
+    const double last20 = rollout.mean_return_last(20);
+    if (!steps_to_threshold && eps.size() >= 20 && last20 >= Env::threshold) steps_to_threshold = rollout.global_step;
+    const double sps = double(rollout.global_step - first_step) / (run.timer().total_ms() / 1000.0 + 1e-12);
+    run.log({{"step", update},
+             {"env_steps", rollout.global_step},
+             {"episodic_return", ep_ret},
+             {"episodic_length", ep_len},
+             {"mean_return_last20", last20},
+             {"sps", sps},
+             {"lr", lr_now},
+             {"policy_loss", st.policy_loss},
+             {"value_loss", st.value_loss},
+             {"entropy", st.entropy},
+             {"approx_kl", st.approx_kl},
+             {"clip_frac", st.clip_frac},
+             {"epochs", st.epochs_run},
+             {"explained_variance", rollout.explained_variance()}});
+    run.progress(update, {{"return20", last20}, {"ent", st.entropy}});
+    if (run.interrupted() || update == num_updates) run.save(ckpt, update, model_config_metadata(a));
+    if (run.interrupted()) return run.interrupted_exit();
   }
-  bar.finish();
-  plot_png(common.out + "/learning_curve.png", {{"episode return", ep_x, ep_y}},
-           {.title = std::string("PPO ") + Env::kName, .xlabel = "env steps", .ylabel = "return"});
-  const double wall = timer.total_ms() / 1000.0;
-  Json summary = write_summary(common.out, timer,
-                               {{"env", std::string(Env::kName)},
-                                {"env_steps", tr.global_step},
-                                {"mean_return_last20", tr.mean_return_last(20)},
-                                {"steps_to_threshold", steps_to_threshold ? Json(*steps_to_threshold) : Json()},
-                                {"threshold", Env::threshold},
-                                {"episodes", std::int64_t(tr.episodes.size())},
-                                {"sps", double(tr.global_step) / wall},
-                                {"seed", common.seed}});
-  std::printf("%s\n", summary.dump().c_str());
+  run.finish({{"env", std::string(Env::kName)},
+              {"env_steps", rollout.global_step},
+              {"mean_return_last20", rollout.mean_return_last(20)},
+              {"steps_to_threshold", steps_to_threshold ? Json(*steps_to_threshold) : Json()},
+              {"threshold", Env::threshold},
+              {"episodes", std::int64_t(rollout.episodes.size())},
+              {"sps", double(rollout.global_step - first_step) / (run.timer().total_ms() / 1000.0 + 1e-12)}});
   return 0;
 }
 
-template <class Env> int evaluate(const std::string& ckpt_path, const std::string& config, int episodes,
-                                  std::uint64_t seed) {
-  Args a = args_from_config(config);
-  ppo::Trainer<Env> tr(a);
-  load_weights<float>(ckpt_path, tr.agent);
-  tr.stats_from_agent();
+// The deterministic policy of a checkpoint over `episodes` fresh episodes.
+template <class Env> int evaluate(const std::string& ckpt_path, const Args& a, int episodes, std::uint64_t seed) {
+  Rng init(a.seed);
+  ppo::Agent<float> agent({Env::obs_dim, Env::act_dim, Env::discrete}, a, init);
+  load_weights<float>(ckpt_path, agent);
   Rng rng(seed + 12345);
   std::vector<double> returns;
   for (int ep = 0; ep < episodes; ++ep) {
@@ -205,7 +227,7 @@ template <class Env> int evaluate(const std::string& ckpt_path, const std::strin
     rl::Obs o = env.reset(rng);
     double ret = 0;
     for (;;) {
-      rl::Step s = env.step(tr.act_deterministic(o));
+      rl::Step s = env.step(ppo::act_deterministic<Env>(agent, o));
       ret += s.reward;
       o = s.obs;
       if (s.terminated || s.truncated) break;
@@ -234,20 +256,21 @@ int main(int argc, char** argv) {
     std::string preset_name = which;
     Cli cli("ppo", "PPO on classic-control tasks written from their equations");
     cli.command("train", "train an agent").command("eval", "run the deterministic policy of a checkpoint");
-    common.add_to(cli);
+    // ppo reads no data and counts environment steps, not epochs.
+    common.add_to(cli, {.data = false, .steps = false, .epochs = false});
+    cli.flag("steps", common.steps, "environment steps over all copies").min(0);
     cli.flag("preset", preset_name, "hyper-parameters: tuned (per environment) or cleanrl (CleanRL's defaults)");
     cli.flag("episodes", episodes, "eval: episodes to run").min(1);
     add_args(cli, a);
     const std::string cmd = cli.parse_or_exit(argc, argv);
     if (common.threads > 0) omp_set_num_threads(common.threads);
-    if (cmd == "train") return with_env(a.env, [&]<class Env>() { return train<Env>(a, common, cli.values().dump()); });
+    if (cmd == "train") return with_env(a.env, [&]<class Env>() { return train<Env>(a, common, cli.values()); });
     if (cmd == "eval") {
       const std::string path = common.checkpoint_path();
-      Checkpoint<float> probe;
-      CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(path), path);
-      MARROW_CHECK(!info.config.empty(), "ppo eval: ", path, " has no config (not a ppo checkpoint?)");
-      const std::string ckenv = Json::parse(info.config).at("env").as_string();
-      return with_env(ckenv, [&]<class Env>() { return evaluate<Env>(path, info.config, episodes, std::uint64_t(common.seed)); });
+      const Args trained = model_config_from_checkpoint<Args>(path, "ppo");
+      return with_env(trained.env, [&]<class Env>() {
+        return evaluate<Env>(path, trained, episodes, std::uint64_t(common.seed));
+      });
     }
     throw UsageError("expected a command: train or eval");
   });

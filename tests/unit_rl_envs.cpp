@@ -10,6 +10,13 @@
 using namespace marrow;
 using namespace marrow::rl;
 
+namespace {
+// The same double arithmetic as the environment, maybe in another order: equal to
+// rounding, relative to the value (Approx's default scale of 1 would let a value of
+// 0.0006 be off by 2 %).
+doctest::Approx near(double x) { return doctest::Approx(x).epsilon(1e-12).scale(0); }
+}  // namespace
+
 TEST_CASE("rl: CartPole transition from rest, push right") {
   CartPole env;  // all state zero
   auto s = env.step({1.0});
@@ -18,10 +25,10 @@ TEST_CASE("rl: CartPole transition from rest, push right") {
   const double thetaacc = -temp / (0.5 * (4.0 / 3.0 - 0.1 / 1.1));
   const double xacc = temp - 0.05 * thetaacc / 1.1;
   CHECK(s.obs[0] == 0.0);  // Euler: position uses the old velocity
-  CHECK(s.obs[1] == doctest::Approx(0.02 * xacc));
+  CHECK(s.obs[1] == near(0.02 * xacc));
   CHECK(s.obs[2] == 0.0);
-  CHECK(s.obs[3] == doctest::Approx(0.02 * thetaacc));
-  CHECK(s.obs[3] == doctest::Approx(-0.2926829).epsilon(1e-6));  // −(10/1.1)/0.6212121·0.02
+  CHECK(s.obs[3] == near(0.02 * thetaacc));
+  CHECK(s.obs[3] == doctest::Approx(-0.2926829).epsilon(1e-6).scale(0));  // −(10/1.1)/0.6212121·0.02
   CHECK(s.reward == 1.0);
   CHECK_FALSE(s.terminated);
 }
@@ -59,16 +66,16 @@ TEST_CASE("rl: Pendulum transition") {
   auto s = env.step({3.0});  // torque clipped to 2
   const double cost = 1.0 + 0.1 * 0.25 + 0.001 * 4.0;
   const double nthdot = 0.5 + (3 * 10.0 / 2 * std::sin(1.0) + 3.0 * 2.0) * 0.05;
-  CHECK(s.reward == doctest::Approx(-cost));
-  CHECK(s.obs[2] == doctest::Approx(nthdot));
-  CHECK(s.obs[0] == doctest::Approx(std::cos(1.0 + nthdot * 0.05)));
-  CHECK(s.obs[1] == doctest::Approx(std::sin(1.0 + nthdot * 0.05)));
+  CHECK(s.reward == near(-cost));
+  CHECK(s.obs[2] == near(nthdot));
+  CHECK(s.obs[0] == near(std::cos(1.0 + nthdot * 0.05)));
+  CHECK(s.obs[1] == near(std::sin(1.0 + nthdot * 0.05)));
   CHECK_FALSE(s.terminated);
   // The angle cost uses θ normalized to [-π, π): θ = 2π + 0.1 costs like 0.1.
   Pendulum e2;
   e2.th = 2 * std::numbers::pi + 0.1;
   e2.thdot = 0;
-  CHECK(e2.step({0.0}).reward == doctest::Approx(-0.01));
+  CHECK(e2.step({0.0}).reward == near(-0.01));
   Pendulum e3;
   e3.steps = 199;
   CHECK(e3.step({0.0}).truncated);
@@ -114,9 +121,9 @@ TEST_CASE("rl: MountainCarContinuous transition, wall and goal") {
   env.velocity = 0.0;
   auto s = env.step({0.5});
   const double v = 0.5 * 0.0015 - 0.0025 * std::cos(3 * -0.5);
-  CHECK(s.obs[1] == doctest::Approx(v));
-  CHECK(s.obs[0] == doctest::Approx(-0.5 + v));
-  CHECK(s.reward == doctest::Approx(-0.1 * 0.25));
+  CHECK(s.obs[1] == near(v));
+  CHECK(s.obs[0] == near(-0.5 + v));
+  CHECK(s.reward == near(-0.1 * 0.25));
   MountainCarContinuous wall;
   wall.position = -1.19;
   wall.velocity = -0.05;
@@ -128,13 +135,13 @@ TEST_CASE("rl: MountainCarContinuous transition, wall and goal") {
   goal.velocity = 0.02;
   auto g = goal.step({1.0});
   CHECK(g.terminated);
-  CHECK(g.reward == doctest::Approx(100.0 - 0.1));
+  CHECK(g.reward == near(100.0 - 0.1));
 }
 
 TEST_CASE("rl: Acrobot RK4 step from rest with zero torque stays at rest") {
   Acrobot env;  // hanging straight down, no velocity: an equilibrium
   auto s = env.step({1.0});
-  for (int k = 0; k < 6; ++k) CHECK(s.obs[k] == doctest::Approx(k == 0 || k == 2 ? 1.0 : 0.0));
+  for (int k = 0; k < 6; ++k) CHECK(std::abs(s.obs[k] - (k == 0 || k == 2 ? 1.0 : 0.0)) < 1e-12);
   CHECK(s.reward == -1.0);
 }
 
@@ -145,8 +152,8 @@ TEST_CASE("rl: Acrobot derivatives match the book equations at a hand-computed p
   // ddθ2 = (1 + 0 − 0 − 0) / (0.25 + 1 − 1.75²/4.5); ddθ1 = −1.75·ddθ2 / 4.5
   auto d = Acrobot::dsdt({0, 0, 0, 0}, 1.0);
   const double dd2 = 1.0 / (0.25 + 1.0 - 1.75 * 1.75 / 4.5);
-  CHECK(d[3] == doctest::Approx(dd2));
-  CHECK(d[2] == doctest::Approx(-1.75 * dd2 / 4.5));
+  CHECK(d[3] == near(dd2));
+  CHECK(d[2] == near(-1.75 * dd2 / 4.5));
   Acrobot env;
   env.s = {std::numbers::pi, 0.0, 0.0, 0.0};  // pointing up: -cos(π) - cos(π) = 2 > 1
   CHECK(env.at_goal());

@@ -185,6 +185,17 @@ TEST_CASE("cli: CommonFlags registers the shared flags") {
   CHECK_THROWS_WITH_AS(cli.parse({"--steps", "-1"}), doctest::Contains("--steps: must be >= 0"), UsageError);
 }
 
+TEST_CASE("cli: CommonFlags offers only the flags a binary uses") {
+  CommonFlags c;
+  Cli cli("m");
+  c.add_to(cli, {.data = false, .epochs = false});
+  CHECK_THROWS_WITH_AS(cli.parse({"--data", "x"}), doctest::Contains("unknown flag --data"), UsageError);
+  CHECK_THROWS_WITH_AS(cli.parse({"--epochs", "2"}), doctest::Contains("unknown flag --epochs"), UsageError);
+  cli.parse({"--steps", "7", "--seed", "3"});
+  CHECK(c.steps == 7);
+  CHECK(c.seed == 3);
+}
+
 // ---- JSON ----------------------------------------------------------------------
 
 TEST_CASE("json: numbers round-trip bit-exactly, non-finite becomes null") {
@@ -684,6 +695,35 @@ TEST_CASE("checkpoint: save/load restores weights, buffers, optimizer state and 
   CHECK(ck2.resume(path, false).step == 0);
   CHECK(ck2.resume(path, true).step == 1234);
   CHECK_THROWS_WITH_AS(ck2.resume(dir / "nope.safetensors", true), doctest::Contains("--resume: no checkpoint at"), Error);
+}
+
+namespace {
+// Running statistics kept in double inside a float model.
+struct WithStats {
+  Param<float> w{Tensor<float>({2}, {1.5f, -2.f})};
+  Tensor<double> mean = Tensor<double>({2}, {0.1, 1.0 / 3.0});
+  void visit(Visitor<float>& v, const std::string& prefix) {
+    v.visit_param(join_name(prefix, "w"), w);
+    v.visit_buffer(join_name(prefix, "rms.mean"), mean);
+  }
+};
+}  // namespace
+
+TEST_CASE("checkpoint: double buffers of a float model are saved and loaded in double") {
+  TempDir dir;
+  WithStats a;
+  Checkpoint<float>(a).save(dir / "c.safetensors", 1);
+  const safetensors::File f = safetensors::read(dir / "c.safetensors");
+  REQUIRE(f.tensors.size() == 2);
+  WithStats b, c;
+  b.mean = Tensor<double>({2});
+  c.mean = Tensor<double>({2});
+  Checkpoint<float>(b).load(dir / "c.safetensors");
+  CHECK(b.mean[1] == 1.0 / 3.0);  // not rounded through float
+  load_weights<float>(dir / "c.safetensors", c);
+  CHECK(c.mean[0] == 0.1);
+  save_weights<float>(dir / "w.safetensors", a);
+  CHECK(safetensors::read(dir / "w.safetensors").tensors.size() == 2);
 }
 
 TEST_CASE("checkpoint: loading is strict about missing, unexpected and mis-shaped tensors") {

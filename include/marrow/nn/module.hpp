@@ -8,6 +8,7 @@
 // checkpoints, train/eval switching and parameter counts are all built on it.
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../tape.hpp"
@@ -21,9 +22,18 @@ template <class T> struct Visitor {
   std::function<void(const std::string& name, Param<T>& p)> param;
   std::function<void(const std::string& name, Tensor<T>& buffer)> buffer;
   std::function<void(bool& training)> mode;
+  // Buffers held in double whatever T is: running statistics whose many small
+  // updates would drift if each were rounded to float (PPO's normalisers).
+  // In a Visitor<double> they are plain buffers.
+  std::function<void(const std::string& name, Tensor<double>& buffer)> buffer_f64;
 
   void visit_param(const std::string& name, Param<T>& p) { if (param) param(name, p); }
   void visit_buffer(const std::string& name, Tensor<T>& b) { if (buffer) buffer(name, b); }
+  void visit_buffer(const std::string& name, Tensor<double>& b)
+    requires(!std::is_same_v<T, double>)
+  {
+    if (buffer_f64) buffer_f64(name, b);
+  }
   void visit_mode(bool& training) { if (mode) mode(training); }
 };
 
@@ -45,6 +55,16 @@ template <class T, class M> std::vector<std::pair<std::string, Tensor<T>*>> buff
   std::vector<std::pair<std::string, Tensor<T>*>> out;
   Visitor<T> v;
   v.buffer = [&](const std::string& n, Tensor<T>& b) { out.push_back({n, &b}); };
+  module.visit(v, "");
+  return out;
+}
+
+// The double buffers of a model of T != double (empty for T = double: there
+// they are among buffers()).
+template <class T, class M> std::vector<std::pair<std::string, Tensor<double>*>> f64_buffers(M& module) {
+  std::vector<std::pair<std::string, Tensor<double>*>> out;
+  Visitor<T> v;
+  v.buffer_f64 = [&](const std::string& n, Tensor<double>& b) { out.push_back({n, &b}); };
   module.visit(v, "");
   return out;
 }

@@ -58,6 +58,7 @@ template <class T> class Checkpoint {
   explicit Checkpoint(Model& model) {
     params_ = parameters<T>(model);
     buffers_ = buffers<T>(model);
+    f64_buffers_ = f64_buffers<T>(model);
   }
 
   Checkpoint& add_param(const std::string& name, Param<T>& p) {
@@ -84,6 +85,7 @@ template <class T> class Checkpoint {
     std::vector<safetensors::Entry> entries;
     for (auto& p : params_) entries.push_back(safetensors::from_tensor(p.name, p.param->value()));
     for (auto& [name, b] : buffers_) entries.push_back(safetensors::from_tensor(name, *b));
+    for (auto& [name, b] : f64_buffers_) entries.push_back(safetensors::from_tensor(name, *b));
     for (auto& src : state_)
       src([&](const std::string& name, Tensor<T>& t) {
         MARROW_CHECK(t.defined(), "checkpoint ", path, ": state tensor '", name, "' is undefined");
@@ -114,6 +116,7 @@ template <class T> class Checkpoint {
     };
     for (auto& p : params_) detail::restore_tensor(take(p.name), p.param->value(), path);
     for (auto& [name, b] : buffers_) detail::restore_tensor(take(name), *b, path);
+    for (auto& [name, b] : f64_buffers_) detail::restore_tensor(take(name), *b, path);
     for (auto& src : state_)
       src([&](const std::string& name, Tensor<T>& t) { detail::restore_tensor(take("state." + name), t, path); });
     for (auto& [name, rng] : rngs_) rng->set_state(safetensors::to_rng_state(take("state.rng." + name)));
@@ -149,6 +152,7 @@ template <class T> class Checkpoint {
  private:
   ParamList<T> params_;
   std::vector<std::pair<std::string, Tensor<T>*>> buffers_;
+  std::vector<std::pair<std::string, Tensor<double>*>> f64_buffers_;
   std::vector<std::function<void(const StateVisitor<T>&)>> state_;
   std::vector<std::pair<std::string, Rng*>> rngs_;
 };
@@ -170,6 +174,7 @@ template <class T, class Model> CheckpointInfo load_weights(const std::string& p
   };
   for (auto& p : parameters<T>(model)) detail::restore_tensor(take(p.name), p.param->value(), path);
   for (auto& [name, b] : buffers<T>(model)) detail::restore_tensor(take(name), *b, path);
+  for (auto& [name, b] : f64_buffers<T>(model)) detail::restore_tensor(take(name), *b, path);
   for (auto& [name, e] : by_name)
     MARROW_CHECK(!e, "checkpoint ", path, ": unexpected tensor '", name, "' (not in the model)");
   return Checkpoint<T>::info_of(f, path);
@@ -181,6 +186,7 @@ void save_weights(const std::string& path, Model& model, const std::map<std::str
   std::vector<safetensors::Entry> entries;
   for (auto& p : parameters<T>(model)) entries.push_back(safetensors::from_tensor(p.name, p.param->value()));
   for (auto& [name, b] : buffers<T>(model)) entries.push_back(safetensors::from_tensor(name, *b));
+  for (auto& [name, b] : f64_buffers<T>(model)) entries.push_back(safetensors::from_tensor(name, *b));
   safetensors::write(path, entries, metadata);
 }
 

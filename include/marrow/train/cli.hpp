@@ -295,15 +295,22 @@ struct CommonFlags {
   std::int64_t steps = 1000;
   int epochs = 0;  // 0: train by --steps
 
-  void add_to(Cli& cli) {
-    cli.flag("data", data, "data directory or file");
+  // The flags a binary offers: it leaves out those it does not use, so that
+  // giving one is a usage error rather than silently ignored.
+  struct Offer {
+    bool data = true, ckpt = true, resume = true, seed = true, threads = true, steps = true, epochs = true;
+  };
+
+  void add_to(Cli& cli) { add_to(cli, Offer{}); }
+  void add_to(Cli& cli, Offer offer) {
+    if (offer.data) cli.flag("data", data, "data directory or file");
     cli.flag("out", out, "output directory (metrics.jsonl, summary.json, pictures)");
-    cli.flag("ckpt", ckpt, "checkpoint file (empty: OUT/checkpoint.safetensors)");
-    cli.flag("resume", resume, "resume training from --ckpt");
-    cli.flag("seed", seed, "random seed").min(0);
-    cli.flag("threads", threads, "OpenMP threads (0: all cores)").min(0);
-    cli.flag("steps", steps, "optimizer steps").min(0);
-    cli.flag("epochs", epochs, "epochs (0: use --steps)").min(0);
+    if (offer.ckpt) cli.flag("ckpt", ckpt, "checkpoint file (empty: OUT/checkpoint.safetensors)");
+    if (offer.resume) cli.flag("resume", resume, "resume training from --ckpt");
+    if (offer.seed) cli.flag("seed", seed, "random seed").min(0);
+    if (offer.threads) cli.flag("threads", threads, "OpenMP threads (0: all cores)").min(0);
+    if (offer.steps) cli.flag("steps", steps, "optimizer steps").min(0);
+    if (offer.epochs) cli.flag("epochs", epochs, "epochs (0: use --steps)").min(0);
   }
   std::string checkpoint_path() const { return ckpt.empty() ? out + "/checkpoint.safetensors" : ckpt; }
 };
