@@ -226,19 +226,19 @@ Json metrics_json(const ColorizationMetrics& m) {
 int train(const Args& a, const CommonFlags& common, const Json& flags) {
   const ColorLoss kind = parse_loss(a.loss);
   const ColorizerConfig mc = model_config(a);
-  Run run(common,
-          {.name = "colorize " + a.loss, .steps = common.steps, .items_per_step = a.batch,
-           .plots = {{.file = "learning_curve.png", .keys = {"color_loss"},
-                      .options = {.title = "colorizer (" + a.loss + ")", .xlabel = "step", .ylabel = "color loss", .log_y = true}}}},
-          flags);
-  run.message("loading " + split_dir(common.data, "train") + " ...");
+  // The data first: a bad --data must fail before the run touches --out (a previous run's files stay whole).
+  Progress(0, "colorize").message("loading " + split_dir(common.data, "train") + " ...");
   LabSet train_set = load_lab_set(split_dir(common.data, "train"), a.max_per_class);
   MARROW_CHECK(train_set.lab.dim(2) == a.image_size && train_set.lab.dim(3) == a.image_size, "colorize train: images are ",
                train_set.lab.dim(2), "x", train_set.lab.dim(3), " but --image-size is ", a.image_size);
   MARROW_CHECK(train_set.size() >= a.batch, "colorize train: ", train_set.size(), " training images, fewer than --batch ", a.batch);
   const Tensor<float> test_rgb = load_test_rgb(common.data, a.test_images);
   const std::int64_t steps = common.epochs > 0 ? std::int64_t(common.epochs) * (train_set.size() / a.batch) : common.steps;
-  run.set_total_steps(steps);
+  Run run(common,
+          {.name = "colorize " + a.loss, .steps = steps, .items_per_step = a.batch,
+           .plots = {{.file = "learning_curve.png", .keys = {"color_loss"},
+                      .options = {.title = "colorizer (" + a.loss + ")", .xlabel = "step", .ylabel = "color loss", .log_y = true}}}},
+          flags);
 
   Rng rng(std::uint64_t(common.seed));
   Colorizer<float> model(mc, rng);
