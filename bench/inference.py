@@ -76,11 +76,11 @@ def run(cmd, cwd):
 
 
 def checkpoint(binary, train, work):
-    """The tiny checkpoint of a model, trained on 2 threads unless --work already holds it."""
+    """The tiny checkpoint of a model, trained on one thread unless --work already holds it."""
     out = os.path.join(work, "train")
     ckpt = os.path.join(out, "checkpoint.safetensors")
     if not os.path.exists(ckpt):
-        run([binary] + train + ["--threads", "2", "--out", out], work)
+        run([binary] + train + ["--threads", "1", "--out", out], work)
     return ckpt
 
 
