@@ -1,8 +1,8 @@
 // colorize: learn to color grayscale photos (Iizuka et al. 2016 with Zhang et
 // al. 2016's classification loss as an option), color any images, evaluate.
 //
-//   colorize train --loss l2 --steps 12000 --out runs/color-l2
-//   colorize train --loss classify --steps 12000 --out runs/color-cls
+//   colorize train --out runs/color-l2                     (the best recipe: L2, 44 minutes)
+//   colorize train --loss classify --out runs/color-cls
 //   colorize apply --ckpt runs/color-l2/checkpoint.safetensors --input photos/,one.jpg --out colored/
 //   colorize eval  --ckpt runs/color-l2/checkpoint.safetensors --data ../shared/data/cifar10-jpg
 //
@@ -10,8 +10,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <numeric>
 #include <string>
@@ -21,14 +23,13 @@
 #include <marrow/data/image.hpp>
 #include <marrow/data/loader.hpp>
 #include <marrow/optim.hpp>
-#include <marrow/train/checkpoint.hpp>
-#include <marrow/train/cli.hpp>
-#include <marrow/train/metrics.hpp>
-#include <marrow/train/monitor.hpp>
-#include <marrow/train/plot.hpp>
-#include <marrow/train/progress.hpp>
-#include <models/color_metrics.hpp>
-#include <models/colorizer.hpp>
+#include <marrow/train/model_config.hpp>
+#include <marrow/train/run.hpp>
+#include <models/colorizer/data.hpp>
+#include <models/colorizer/metrics.hpp>
+#include <models/colorizer/network.hpp>
+#include <models/colorizer/predict.hpp>
+#include <models/colorizer/train.hpp>
 
 using namespace marrow;
 using namespace marrow::colorizer;
@@ -50,11 +51,11 @@ struct Args {
   bool hflip = true;              // random left-right mirror
   int max_per_class = -1;         // use only the first N training images per class (-1: all)
   int log_every = 50;             // metrics.jsonl line every N steps
-  int eval_every = 1000;          // quick eval on --eval-images test images every N steps (0: off)
+  int eval_every = 2000;          // quick eval on --eval-images test images every N steps (0: off)
   int eval_images = 1000;         // images of the quick eval
   int test_images = 0;            // final evaluation on the first N test images per class (0: all)
   int ckpt_every = 1000;          // checkpoint every N steps
-  double minutes = 0;             // training time budget: stop (and finish the lr schedule) by then (0: none)
+  double minutes = 44;            // training time budget: stop (and finish the lr schedule) by then (0: none)
 };
 
 std::string default_data() {
@@ -84,12 +85,14 @@ ColorLoss parse_loss(const std::string& s) {
   throw UsageError("--loss: expected l2, smooth_l1 or classify, got '" + s + "'");
 }
 
-ColorizerConfig model_config(const std::string& preset, const std::string& loss, int image_size) {
-  if (image_size < 16 || image_size % 16) throw UsageError("--image-size: must be a positive multiple of 16, got " + std::to_string(image_size));
-  ColorizerConfig c = peer_config(image_size);
-  if (preset == "iizuka") c.num_classes = 10;
-  else if (preset != "peer") throw UsageError("--preset: expected iizuka or peer, got '" + preset + "'");
-  if (parse_loss(loss) == ColorLoss::Classify) c.bins = ColorBins::standard().size();
+ColorizerConfig model_config(const Args& a) {
+  if (a.image_size < 16 || a.image_size % 16)
+    throw UsageError("--image-size: must be a positive multiple of 16, got " + std::to_string(a.image_size));
+  ColorizerConfig c = peer_config(a.image_size);
+  if (a.preset == "iizuka") c.num_classes = 10;
+  else if (a.preset != "peer") throw UsageError("--preset: expected iizuka or peer, got '" + a.preset + "'");
+  if (parse_loss(a.loss) == ColorLoss::Classify) c.bins = ColorBins::standard().size();
+  c.decoding = a.decoding;
   return c;
 }
 
@@ -192,12 +195,13 @@ class TrainBatches {
       perm_.resize(std::size_t(N));
       std::iota(perm_.begin(), perm_.end(), index_t(0));
       Rng rng(data::derive_seed(seed_, 0x5eed0000ULL + std::uint64_t(epoch)));
-      for (index_t i = N - 1; i > 0; --i) std::swap(perm_[std::size_t(i)], perm_[rng.below(std::uint64_t(i + 1))]);
+      rng.shuffle(perm_);
       perm_epoch_ = epoch;
     }
     std::vector<index_t> idx(perm_.begin() + k * a_.batch, perm_.begin() + (k + 1) * a_.batch);
     Rng rng(data::derive_seed(seed_, std::uint64_t(b)));
-    return make_batch<float>(set_, idx, rng, {.crop_pad = a_.crop_pad, .hflip = a_.hflip}, &model_);
+    return make_batch<float>(set_, idx, rng, {.crop_pad = a_.crop_pad, .hflip = a_.hflip},
+                             model_.classification() ? &model_.bin_weights : nullptr);
   }
   const LabSet& set_;
   const Colorizer<float>& model_;
@@ -219,56 +223,54 @@ Json metrics_json(const ColorizationMetrics& m) {
                        {"images", m.images}});
 }
 
-int train(const Args& a, const CommonFlags& common, const std::string& config) {
+int train(const Args& a, const CommonFlags& common, const Json& flags) {
   const ColorLoss kind = parse_loss(a.loss);
-  const ColorizerConfig mc = model_config(a.preset, a.loss, a.image_size);
-  make_dirs(common.out);
-  Progress note(0, "colorize");
-  note.message("loading " + split_dir(common.data, "train") + " ...");
+  const ColorizerConfig mc = model_config(a);
+  // The data first: a bad --data must fail before the run touches --out (a previous run's files stay whole).
+  Progress(0, "colorize").message("loading " + split_dir(common.data, "train") + " ...");
   LabSet train_set = load_lab_set(split_dir(common.data, "train"), a.max_per_class);
   MARROW_CHECK(train_set.lab.dim(2) == a.image_size && train_set.lab.dim(3) == a.image_size, "colorize train: images are ",
                train_set.lab.dim(2), "x", train_set.lab.dim(3), " but --image-size is ", a.image_size);
   MARROW_CHECK(train_set.size() >= a.batch, "colorize train: ", train_set.size(), " training images, fewer than --batch ", a.batch);
   const Tensor<float> test_rgb = load_test_rgb(common.data, a.test_images);
+  const std::int64_t steps = common.epochs > 0 ? std::int64_t(common.epochs) * (train_set.size() / a.batch) : common.steps;
+  Run run(common,
+          {.name = "colorize " + a.loss, .steps = steps, .items_per_step = a.batch,
+           .plots = {{.file = "learning_curve.png", .keys = {"color_loss"},
+                      .options = {.title = "colorizer (" + a.loss + ")", .xlabel = "step", .ylabel = "color loss", .log_y = true}}}},
+          flags);
 
   Rng rng(std::uint64_t(common.seed));
   Colorizer<float> model(mc, rng);
   Adam<float> opt(parameters<float>(model), {.lr = float(a.lr)});
   Checkpoint<float> ckpt(model);
   ckpt.add_state([&](const StateVisitor<float>& f) { opt.visit_state(f); });
-  const std::string ckpt_path = common.checkpoint_path();
-  const CheckpointInfo resumed = ckpt.resume(ckpt_path, common.resume);
+  const CheckpointInfo resumed = run.resume_info(ckpt);
   const std::int64_t start = resumed.step;
   double trained_s = 0;  // training seconds of earlier sessions (the time budget spans resumes)
   if (auto it = resumed.metadata.find("train_seconds"); it != resumed.metadata.end()) trained_s = std::stod(it->second);
-  if (model.classification() && !common.resume) {  // the prior is computed once and travels in the checkpoint
+  if (model.classification() && !run.resuming()) {  // the prior is computed once and travels in the checkpoint
     model.bin_prior = compute_bin_prior(train_set);
     model.bin_weights = rebalance_weights(ColorBins::standard(), model.bin_prior, 0.5, 5.0);
   }
-  const std::int64_t steps = common.epochs > 0 ? std::int64_t(common.epochs) * (train_set.size() / a.batch) : common.steps;
   const LossOptions lopt{.kind = kind, .alpha = a.alpha, .smooth_l1_beta = a.beta};
-  note.message("model: " + std::to_string(count_parameters<float>(model)) + " parameters, " +
-               std::to_string(train_set.size()) + " training images, " + std::to_string(steps) + " steps of " +
-               std::to_string(a.batch));
+  run.message("model: " + std::to_string(count_parameters<float>(model)) + " parameters, " +
+              std::to_string(train_set.size()) + " training images, " + std::to_string(steps) + " steps of " +
+              std::to_string(a.batch));
+  auto train_seconds = [&] { return trained_s + run.timer().total_ms() / 1000.0; };
+  auto save = [&](std::int64_t step) {
+    auto extra = model_config_metadata(mc);
+    extra["train_seconds"] = std::to_string(train_seconds());
+    run.save(ckpt, step, extra);
+  };
 
-  MetricsLog log(common.out, common.resume);
-  StepTimer timer;
-  LossGuard guard;
-  guard.set_checkpoint(common.resume ? ckpt_path : "");
-  install_interrupt_handler();
   TrainBatches batches(train_set, model, a, std::uint64_t(common.seed), start);
-  Progress bar(steps, "colorize " + a.loss, a.batch);
   Tape<float> tape;
   double sum_loss = 0, sum_color = 0, sum_cls = 0, sum_acc = 0;
   int n_avg = 0;
   std::int64_t done = start;
-  auto train_seconds = [&] { return trained_s + timer.total_ms() / 1000.0; };
-  auto save = [&](std::int64_t step) {
-    ckpt.save(ckpt_path, step, config, {{"train_seconds", std::to_string(train_seconds())}});
-    guard.set_checkpoint(ckpt_path);
-  };
   for (std::int64_t step = start; step < steps; ++step) {
-    timer.start();
+    run.start_step();
     ColorBatch<float> b = batches.next();
     tape.reset();
     ColorizerOutput<float> o = model(tape, tape.input(b.L));
@@ -277,85 +279,60 @@ int train(const Args& a, const CommonFlags& common, const std::string& config) {
     tape.backward(lt.total);
     opt.set_lr(float(lr_at(a, step, steps, train_seconds())));
     opt.step();
-    timer.stop();
+    run.stop_step();
     const double loss = double(lt.total.item());
-    guard.check(loss, step + 1);
+    run.check_finite(loss, step + 1);
     sum_loss += loss, sum_color += lt.color, sum_cls += lt.cls, sum_acc += lt.cls_acc, ++n_avg;
     done = step + 1;
     const bool last = step + 1 == steps || (a.minutes > 0 && train_seconds() >= a.minutes * 60);
-    if ((step + 1) % a.log_every == 0 || last) {
+    if (Run::every(step + 1, a.log_every) || last) {
       Json line = Json::object({{"step", step + 1}, {"loss", sum_loss / n_avg}, {"color_loss", sum_color / n_avg},
-                                {"lr", double(opt.lr())}, {"ms_per_step", timer.median_ms()}});
+                                {"lr", double(opt.lr())}, {"ms_per_step", run.timer().median_ms()}});
       if (o.class_logits.defined()) line.set("class_loss", sum_cls / n_avg), line.set("class_acc", sum_acc / n_avg);
-      if (a.eval_every > 0 && (step + 1) % a.eval_every == 0 && !last) {
+      if (Run::every(step + 1, a.eval_every) && !last) {
         const EvalResult q = evaluate(model, test_rgb, a.eval_images, a.decoding, 0);
         line.set("val_psnr_db", q.m.psnr()), line.set("val_colorfulness_ratio", q.m.colorfulness_ratio());
         line.set("val_auc", q.m.auc());
-        bar.message("step " + std::to_string(step + 1) + ": quick eval PSNR " + std::to_string(q.m.psnr()) +
+        run.message("step " + std::to_string(step + 1) + ": quick eval PSNR " + std::to_string(q.m.psnr()) +
                     " dB, colorfulness ratio " + std::to_string(q.m.colorfulness_ratio()));
       }
-      log.log(line);
+      run.log(line);
       sum_loss = sum_color = sum_cls = sum_acc = 0, n_avg = 0;
     }
-    bar.update(step + 1, {{"loss", loss}, {"color", lt.color}});
-    if ((step + 1) % a.ckpt_every == 0 || last || interrupted()) {
-      save(step + 1);
-      if (interrupted()) {
-        bar.message("interrupted: checkpoint saved to " + ckpt_path);
-        return 1;
-      }
-    }
+    run.progress(step + 1, {{"loss", loss}, {"color", lt.color}});
+    if (Run::every(step + 1, a.ckpt_every) || last || run.interrupted()) save(step + 1);
+    if (run.interrupted()) return run.interrupted_exit();
     if (last) break;
   }
-  bar.finish();
   if (done == start) save(start);
-  plot_metrics(common.out + "/metrics.jsonl", common.out + "/learning_curve.png", {"color_loss"}, "step",
-               {.title = "colorizer (" + a.loss + ")", .xlabel = "step", .ylabel = "color loss", .log_y = true});
-  note.message("evaluating on " + std::to_string(test_rgb.dim(0)) + " test images ...");
+  run.message("evaluating on " + std::to_string(test_rgb.dim(0)) + " test images ...");
   const EvalResult ev = evaluate(model, test_rgb, 0, a.decoding);
-  data::write_png(common.out + "/comparison.png", data::make_grid(ev.grid, 12));
-  Json summary = write_summary(common.out, timer,
-                               {{"psnr_db", ev.m.psnr()},
-                                {"gray_psnr_db", ev.m.gray_psnr()},
-                                {"psnr_mean_db", ev.m.psnr_mean()},
-                                {"gray_psnr_mean_db", ev.m.gray_psnr_mean()},
-                                {"colorfulness_ratio", ev.m.colorfulness_ratio()},
-                                {"auc", ev.m.auc()},
-                                {"gray_auc", ev.m.gray_auc()},
-                                {"test_images", ev.m.images},
-                                {"loss", a.loss},
-                                {"preset", a.preset},
-                                {"steps", done},
-                                {"train_minutes", train_seconds() / 60},
-                                {"batch", std::int64_t(a.batch)},
-                                {"threads", std::int64_t(omp_get_max_threads())},
-                                {"params", std::int64_t(count_parameters<float>(model))},
-                                {"seed", common.seed}});
-  std::printf("%s\n", summary.dump().c_str());
+  data::write_png(run.path("comparison.png"), data::make_grid(ev.grid, 12));
+  run.finish({{"psnr_db", ev.m.psnr()},
+              {"gray_psnr_db", ev.m.gray_psnr()},
+              {"psnr_mean_db", ev.m.psnr_mean()},
+              {"gray_psnr_mean_db", ev.m.gray_psnr_mean()},
+              {"colorfulness_ratio", ev.m.colorfulness_ratio()},
+              {"auc", ev.m.auc()},
+              {"gray_auc", ev.m.gray_auc()},
+              {"test_images", ev.m.images},
+              {"loss", a.loss},
+              {"preset", a.preset},
+              {"steps", done},
+              {"train_minutes", train_seconds() / 60},
+              {"batch", std::int64_t(a.batch)},
+              {"params", std::int64_t(count_parameters<float>(model))}});
   return 0;
 }
 
-struct Loaded {
-  Colorizer<float> model;
-  Args args;
-};
-Loaded load_model(const std::string& path) {
+// The network and its decoding, as a checkpoint stored them.
+Colorizer<float> load_model(const std::string& path) {
   MARROW_CHECK(fs::exists(path), "no checkpoint at ", path);
-  const CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(path), path);
-  MARROW_CHECK(!info.config.empty(), path, " has no config (not a colorize checkpoint?)");
-  const Json j = Json::parse(info.config);
-  Args a;
-  a.preset = j.at("preset").as_string();
-  a.loss = j.at("loss").as_string();
-  a.image_size = int(j.at("image-size").as_double());
-  a.decoding.temperature = j.at("temperature").as_double();
-  // Checkpoints from before the prior correction were decoded Zhang's way.
-  a.decoding.prior_correction = j.find("prior-correction") ? j.at("prior-correction").as_double() : 0.0;
   Rng rng(0);
-  Loaded l{Colorizer<float>(model_config(a.preset, a.loss, a.image_size), rng), a};
-  load_weights<float>(path, l.model);
-  set_training<float>(l.model, false);
-  return l;
+  Colorizer<float> model(model_config_from_checkpoint<ColorizerConfig>(path, "colorize"), rng);
+  load_weights<float>(path, model);
+  set_training<float>(model, false);
+  return model;
 }
 
 // --apply-temperature / --apply-prior-correction over the checkpoint's own settings (0 / < 0: keep them).
@@ -366,12 +343,12 @@ Decoding override(Decoding ckpt, const Decoding& apply) {
 }
 
 int eval_cmd(const CommonFlags& common, const Decoding& apply, int test_images, const std::string& grid) {
-  Loaded l = load_model(common.checkpoint_path());
+  Colorizer<float> model = load_model(common.checkpoint_path());
   const Tensor<float> rgb = load_test_rgb(common.data, test_images);
-  const Decoding dec = override(l.args.decoding, apply);
-  if (l.model.classification())
+  const Decoding dec = override(model.cfg.decoding, apply);
+  if (model.classification())
     std::printf("decoding: temperature %.3g, prior correction %.3g\n", dec.temperature, dec.prior_correction);
-  const EvalResult ev = evaluate(l.model, rgb, 0, dec);
+  const EvalResult ev = evaluate(model, rgb, 0, dec);
   if (!grid.empty()) data::write_png(grid, data::make_grid(ev.grid, 12));
   const ColorizationMetrics& m = ev.m;
   std::printf("%lld test images: PSNR %.2f dB (gray baseline %.2f dB), colorfulness ratio %.3f, AuC %.4f (gray %.4f)\n",
@@ -388,8 +365,6 @@ bool is_image(const fs::path& p) {
 
 int apply_cmd(const CommonFlags& common, const std::string& inputs, const Decoding& apply) {
   if (inputs.empty()) throw UsageError("apply: --input is required (a folder or files, comma-separated)");
-  Loaded l = load_model(common.checkpoint_path());
-  const Decoding dec = override(l.args.decoding, apply);
   std::vector<std::pair<fs::path, fs::path>> jobs;  // (file, output path relative to --out)
   std::size_t pos = 0;
   while (pos <= inputs.size()) {
@@ -409,38 +384,67 @@ int apply_cmd(const CommonFlags& common, const std::string& inputs, const Decodi
     }
   }
   MARROW_CHECK(!jobs.empty(), "colorize apply: no images found in --input '", inputs, "'");
+  Colorizer<float> model = load_model(common.checkpoint_path());
+  const Decoding dec = override(model.cfg.decoding, apply);
   make_dirs(common.out);
-  Tape<float> t;
-  std::vector<data::Image> grid;
-  Progress bar(std::int64_t(jobs.size()), "colorize apply");
-  for (std::size_t k = 0; k < jobs.size(); ++k) {
-    const data::Image im = data::load_image(jobs[k].first.string(), 3);  // gray files become RGB
-    const index_t H = im.height, W = im.width, Hp = (H + 3) / 4 * 4, Wp = (W + 3) / 4 * 4;
-    // The network wants multiples of 4: replicate the last rows/columns, color, then crop back.
-    Tensor<float> rgb = data::image_to_tensor<float>(im), padded = Tensor<float>::uninitialized({1, 3, Hp, Wp});
-    for (index_t c = 0; c < 3; ++c)
-      for (index_t i = 0; i < Hp; ++i)
-        for (index_t j = 0; j < Wp; ++j)
-          padded[(c * Hp + i) * Wp + j] = rgb[(c * H + std::min(i, H - 1)) * W + std::min(j, W - 1)];
-    const Colorized c = colorize_batch(t, l.model, padded, dec);
-    auto crop = [&](const Tensor<float>& x) {
-      Tensor<float> o = Tensor<float>::uninitialized({3, H, W});
-      for (index_t ch = 0; ch < 3; ++ch)
-        for (index_t i = 0; i < H; ++i) std::copy_n(x.data() + (ch * Hp + i) * Wp, W, o.data() + (ch * H + i) * W);
-      return o;
-    };
-    fs::path out = fs::path(common.out) / jobs[k].second;
+  std::vector<fs::path> outs;
+  for (const auto& [file, rel] : jobs) {
+    fs::path out = fs::path(common.out) / rel;
     out.replace_extension(".png");
     if (out.has_parent_path()) make_dirs(out.parent_path().string());
-    const data::Image ours = data::tensor_to_image(crop(c.ours));
-    data::write_png(out.string(), ours);
-    if (grid.size() < 3 * 32) {
-      grid.push_back(data::tensor_to_image(crop(c.gray)));
-      grid.push_back(ours);
-      grid.push_back(im);
-    }
-    bar.update(std::int64_t(k + 1));
+    outs.push_back(out);
   }
+  const std::int64_t n = std::int64_t(jobs.size()), shown = std::min<std::int64_t>(n, 32);
+  std::vector<data::Image> grid(std::size_t(3 * shown));  // gray | ours | input of the first images
+  Progress bar(n, "colorize apply");
+  std::int64_t done = 0;
+  std::atomic<bool> failed{false};
+  std::exception_ptr failure;
+  // One image at a time through the network, each image on one thread. An
+  // image's products are too small to share between threads (sharing each one
+  // made 2 threads 10x slower than 1), and a batch of one computes every image
+  // exactly as one thread does, whatever the thread count. (Batching images
+  // would change the GEMM blocking, and with it the last bits of every pixel.)
+#pragma omp parallel
+  {
+    omp_set_num_threads(1);  // for what runs inside this thread's loop: no nested teams, no shared GEMMs
+    Tape<float> t;
+#pragma omp for schedule(dynamic)
+    for (std::int64_t k = 0; k < n; ++k) {
+      if (failed) continue;
+      try {
+        const data::Image im = data::load_image(jobs[std::size_t(k)].first.string(), 3);  // gray files become RGB
+        const index_t H = im.height, W = im.width, Hp = (H + 3) / 4 * 4, Wp = (W + 3) / 4 * 4;
+        // The network wants multiples of 4: replicate the last rows/columns, color, then crop back.
+        Tensor<float> rgb = data::image_to_tensor<float>(im), padded = Tensor<float>::uninitialized({1, 3, Hp, Wp});
+        for (index_t c = 0; c < 3; ++c)
+          for (index_t i = 0; i < Hp; ++i)
+            for (index_t j = 0; j < Wp; ++j)
+              padded[(c * Hp + i) * Wp + j] = rgb[(c * H + std::min(i, H - 1)) * W + std::min(j, W - 1)];
+        const Colorized c = colorize_batch(t, model, padded, dec);
+        auto crop = [&](const Tensor<float>& x) {
+          Tensor<float> o = Tensor<float>::uninitialized({3, H, W});
+          for (index_t ch = 0; ch < 3; ++ch)
+            for (index_t i = 0; i < H; ++i) std::copy_n(x.data() + (ch * Hp + i) * Wp, W, o.data() + (ch * H + i) * W);
+          return o;
+        };
+        const data::Image ours = data::tensor_to_image(crop(c.ours));
+        data::write_png(outs[std::size_t(k)].string(), ours);
+        if (k < shown) {
+          grid[std::size_t(3 * k)] = data::tensor_to_image(crop(c.gray));
+          grid[std::size_t(3 * k + 1)] = ours;
+          grid[std::size_t(3 * k + 2)] = im;
+        }
+      } catch (...) {
+#pragma omp critical(colorize_apply_failure)
+        if (!failure) failure = std::current_exception();
+        failed = true;
+      }
+#pragma omp critical(colorize_apply_progress)
+      bar.update(++done);
+    }
+  }
+  if (failure) std::rethrow_exception(failure);
   bar.finish();
   data::write_png((fs::path(common.out) / "comparison.png").string(), data::make_grid(grid, 12));
   std::printf("colored %zu images into %s (comparison grid: %s/comparison.png)\n", jobs.size(), common.out.c_str(),
@@ -456,7 +460,7 @@ int main(int argc, char** argv) {
     CommonFlags common;
     common.data = default_data();
     common.out = "runs/colorize";
-    common.steps = 12000;
+    common.steps = 100000;  // with --minutes 44, the time budget ends the run first
     std::string input, grid;
     Decoding apply{0.0, -1.0};  // apply/eval: 0 and -1 take the checkpoint's
     Cli cli("colorize", "grayscale to color: Iizuka et al.'s network, L2/smooth-L1 or Zhang et al.'s rebalanced classification");
@@ -493,9 +497,8 @@ int main(int argc, char** argv) {
     const std::string cmd = cli.parse_or_exit(argc, argv);
     if (common.threads > 0) omp_set_num_threads(common.threads);
     if (cmd == "train") {
-      parse_loss(a.loss);
-      model_config(a.preset, a.loss, a.image_size);  // bad usage fails before the data is loaded
-      return train(a, common, cli.values().dump());
+      model_config(a);  // bad usage fails before the data is loaded
+      return train(a, common, cli.values());
     }
     if (cmd == "apply") return apply_cmd(common, input, apply);
     if (cmd == "eval") return eval_cmd(common, apply, a.test_images, grid);

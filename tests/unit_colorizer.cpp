@@ -2,12 +2,14 @@
 
 #include <cmath>
 
-#include <models/color_metrics.hpp>
-#include <models/colorizer.hpp>
+#include <models/colorizer/data.hpp>
+#include <models/colorizer/metrics.hpp>
+#include <models/colorizer/network.hpp>
+#include <models/colorizer/predict.hpp>
+#include <models/colorizer/train.hpp>
 
 using namespace marrow;
 using namespace marrow::colorizer;
-using marrow::testing::project;
 
 namespace {
 // A tiny network: every layer present, a few channels each.
@@ -20,21 +22,16 @@ ColorizerConfig tiny_config(int bins = 0, int classes = 3) {
   return c;
 }
 
-// Random soft targets over Q bins at (H, W): K distinct-looking bins, weights summing to 1.
-SoftTargets<double> random_targets(index_t N, int Q, int K, index_t H, index_t W, Rng& rng) {
-  SoftTargets<double> s{Tensor<std::int32_t>::uninitialized({N, K, H, W}), Tensor<double>::uninitialized({N, K, H, W}),
-                        uniform<double>({N, H, W}, rng, 0.5, 2.0)};
-  const index_t P = H * W;
-  for (index_t n = 0; n < N; ++n)
-    for (index_t p = 0; p < P; ++p) {
-      double sum = 0;
-      for (int k = 0; k < K; ++k) {
-        s.idx[(n * K + k) * P + p] = std::int32_t(rng.below(std::uint64_t(Q)));
-        sum += (s.weight[(n * K + k) * P + p] = rng.uniform(0.1, 1.0));
-      }
-      for (int k = 0; k < K; ++k) s.weight[(n * K + k) * P + p] /= sum;
-    }
-  return s;
+// Q bins spread over the ab plane, searched by brute force (no grid cells): a
+// classification head small enough for gradient checks.
+ColorBins few_bins(int Q) {
+  ColorBins bins;
+  bins.cell.fill(-1);
+  for (int q = 0; q < Q; ++q) {
+    bins.a.push_back(float(40 * std::cos(q)));
+    bins.b.push_back(float(40 * std::sin(q)));
+  }
+  return bins;
 }
 // 5 sampled entries per tensor (every tensor is covered); entries below 1e-4 are at central differences' roundoff level.
 const GradcheckOptions kModelCheck{.h = 1e-5, .samples_per_tensor = 5, .floor = 1e-4};
@@ -67,9 +64,9 @@ TEST_CASE("color bins: soft encoding of the 5 nearest bins, sigma 5") {
   // At a bin centre: itself (d = 0) and its 4 neighbours (d = 10): weights 1 : e^-2.
   bins.soft_encode(0.0, 0.0, 5, 5.0, idx, w);
   CHECK(idx[0] == bins.nearest(0, 0));
-  CHECK(w[0] == doctest::Approx(1.0 / (1.0 + 4.0 * std::exp(-2.0))));
+  CHECK(w[0] == doctest::Approx(1.0 / (1.0 + 4.0 * std::exp(-2.0))).scale(0));
   for (int k = 1; k < 5; ++k) {
-    CHECK(w[k] == doctest::Approx(std::exp(-2.0) / (1.0 + 4.0 * std::exp(-2.0))));
+    CHECK(w[k] == doctest::Approx(std::exp(-2.0) / (1.0 + 4.0 * std::exp(-2.0))).scale(0));  // 0.088
     CHECK(bins.dist2(idx[k], 0, 0) == doctest::Approx(100.0));
   }
   // The windowed search agrees with a brute-force one everywhere, near the gamut edge included.
@@ -82,7 +79,7 @@ TEST_CASE("color bins: soft encoding of the 5 nearest bins, sigma 5") {
     std::sort(d.begin(), d.end());
     double sum = 0;
     for (int k = 0; k < 5; ++k) {
-      REQUIRE(bins.dist2(idx[k], a, b) == doctest::Approx(d[std::size_t(k)]));
+      REQUIRE(bins.dist2(idx[k], a, b) == doctest::Approx(d[std::size_t(k)]).scale(0));  // the nearest is often < 1
       sum += w[k];
     }
     CHECK(sum == doctest::Approx(1.0));
@@ -120,34 +117,6 @@ TEST_CASE("color bins: prior and class-rebalancing weights") {
   CHECK(ew == doctest::Approx(1.0));
   CHECK_THROWS_WITH_AS(rebalance_weights(bins, Tensor<double>(Shape{3}), 0.5, 5.0),
                        doctest::Contains("rebalance_weights: prior has 3 entries for 261 bins"), Error);
-}
-
-TEST_CASE("soft_cross_entropy: value by hand, gradient by finite differences") {
-  // One pixel, Q = 3, logits (1, 2, 3); target 0.25 on bin 0, 0.75 on bin 2; pixel weight 2.
-  Tape<double> t;
-  SoftTargets<double> s{Tensor<std::int32_t>({1, 2, 1, 1}, {0, 2}), Tensor<double>({1, 2, 1, 1}, {0.25, 0.75}),
-                        Tensor<double>({1, 1, 1}, {2.0})};
-  Var<double> x = t.leaf(Tensor<double>({1, 3, 1, 1}, {1, 2, 3}));
-  Var<double> l = soft_cross_entropy(t, x, s);
-  const double lse = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
-  CHECK(l.item() == doctest::Approx(2.0 * (lse - 0.25 * 1 - 0.75 * 3)));
-  t.backward(l);
-  CHECK(x.grad()[0] == doctest::Approx(2.0 * (std::exp(1.0 - lse) - 0.25)));
-  CHECK(x.grad()[1] == doctest::Approx(2.0 * std::exp(2.0 - lse)));
-
-  Rng rng(11);
-  const int Q = 7;
-  Param<double> logits(randn<double>({2, Q, 3, 2}, rng, 0.0, 2.0));
-  SoftTargets<double> st = random_targets(2, Q, 3, 3, 2, rng);
-  // The loss is O(1) and its gradients O(1/NP): entries below the 1e-4 floor are roundoff-level in
-  // central differences, so the floor (not the tolerance) is what is loosened.
-  auto r = gradcheck({&logits}, [&](Tape<double>& tp) { return soft_cross_entropy(tp, Var<double>(logits), st); },
-                     {.h = 1e-5, .floor = 1e-4});
-  MARROW_CHECK_GRAD(r, 1e-6);
-  Tape<double> t2;
-  SoftTargets<double> bad = random_targets(2, Q, 3, 2, 2, rng);
-  CHECK_THROWS_WITH_AS(soft_cross_entropy(t2, Var<double>(logits), bad),
-                       doctest::Contains("soft_cross_entropy: targets (2, 3, 2, 2)"), Error);
 }
 
 TEST_CASE("annealed_mean: T = 1 is the mean, small T the mode") {
@@ -196,7 +165,7 @@ TEST_CASE("color metrics: PSNR, colorfulness, AuC by hand") {
   for (auto& v : b) v = 52.0f / 255.0f;  // every 8-bit value one step off (51 vs 52): MSE 1
   CHECK(psnr_rgb8(a.data(), b.data(), 12) == doctest::Approx(10 * std::log10(255.0 * 255.0)));
   // A grey image has colorfulness 0; pure red: rg = 255, yb = 127.5, no spread.
-  CHECK(colorfulness(a.data(), 4) == doctest::Approx(0.0));
+  CHECK(colorfulness(a.data(), 4) == 0.0);
   std::vector<float> red = {1, 1, 0, 0, 0, 0};  // 2 pixels, planar
   CHECK(colorfulness(red.data(), 2) == doctest::Approx(0.3 * std::hypot(255.0, 127.5)));
   std::vector<float> half = {1, 0, 0, 0, 0, 0};  // one red, one black pixel: σ_rg = 127.5, σ_yb = 63.75
@@ -224,22 +193,6 @@ TEST_CASE("color metrics: PSNR, colorfulness, AuC by hand") {
 }
 
 // ---- model pieces -------------------------------------------------------------------------
-
-TEST_CASE("concat_global: values, gradient, errors") {
-  Rng rng(2);
-  Tape<double> t;
-  Var<double> x = t.input(Tensor<double>({1, 1, 1, 2}, {1, 2}));
-  Var<double> g = t.input(Tensor<double>({1, 2}, {7, 8}));
-  Var<double> y = concat_global(t, x, g);
-  CHECK(y.shape() == Shape{1, 3, 1, 2});
-  const std::vector<double> want = {1, 2, 7, 7, 8, 8};
-  for (int i = 0; i < 6; ++i) CHECK(y.value()[i] == want[std::size_t(i)]);
-  Param<double> px(randn<double>({2, 3, 2, 3}, rng)), pg(randn<double>({2, 4}, rng));
-  auto r = gradcheck({&px, &pg}, [&](Tape<double>& tp) { return project(tp, concat_global(tp, Var<double>(px), Var<double>(pg))); });
-  MARROW_CHECK_GRAD(r, 1e-6);
-  CHECK_THROWS_WITH_AS(concat_global(t, x, t.input(Tensor<double>(Shape{2, 2}))),
-                       doctest::Contains("concat_global: map (1, 1, 1, 2)"), Error);
-}
 
 TEST_CASE("resize_area: box averages down, identity at the same size") {
   Tensor<double> x({1, 1, 4, 4}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16});
@@ -305,7 +258,9 @@ TEST_CASE("colorizer: gradients of every parameter, classification head, resized
   Colorizer<double> net(tiny_config(6, 2), rng);
   auto params = parameters<double>(net);
   Tensor<double> L = uniform<double>({3, 1, 24, 24}, rng);  // not the training size: trunk runs twice
-  ColorBatch<double> b{L, {}, Tensor<std::int32_t>({3}, {0, 1, 1}), random_targets(3, 6, 5, 12, 12, rng)};
+  const Tensor<double> rebalance = uniform<double>({6}, rng, 0.5, 2.0);
+  ColorBatch<double> b{L, {}, Tensor<std::int32_t>({3}, {0, 1, 1}),
+                       soft_encode(few_bins(6), randn<double>({3, 2, 12, 12}, rng, 0.0, 30.0), &rebalance)};
   LossOptions opt{.kind = ColorLoss::Classify, .alpha = 0.3};
   auto r = gradcheck(params, [&](Tape<double>& t) { return colorizer_loss(t, net, net(t, t.input(L)), b, opt).total; },
                      kModelCheck);
@@ -323,19 +278,24 @@ TEST_CASE("colorizer data: batches gather L/100 and ab/110, flips mirror, target
   Rng rng(0);
   auto b = make_batch<double>(set, {1}, rng, {.crop_pad = 0, .hflip = false});
   CHECK(b.labels[0] == 7);
-  CHECK(b.L[5] == doctest::Approx(set.lab[48 + 5] / 100.0));
-  CHECK(b.ab[16 + 3] == doctest::Approx(set.lab[48 + 32 + 3] / 110.0));
+  // Small values (0.05, 0.14), computed the same way on both sides: exact.
+  CHECK(b.L[5] == set.lab[48 + 5] / 100.0);
+  CHECK(b.ab[16 + 3] == set.lab[48 + 32 + 3] / 110.0);
   // With flips on, every batch is either the identity or the mirror.
+  int mirrors = 0;
   for (int k = 0; k < 10; ++k) {
     auto f = make_batch<double>(set, {0}, rng, {.crop_pad = 0, .hflip = true});
-    const bool mirrored = f.L[0] == doctest::Approx(set.lab[3] / 100.0);
-    CHECK(f.L[0] == doctest::Approx(set.lab[mirrored ? 3 : 0] / 100.0));
-    CHECK(f.L[3] == doctest::Approx(set.lab[mirrored ? 0 : 3] / 100.0));
+    const bool mirrored = f.L[0] == set.lab[3] / 100.0;
+    mirrors += mirrored;
+    CHECK(f.L[0] == set.lab[mirrored ? 3 : 0] / 100.0);  // 0.03 or 0
+    CHECK(f.L[3] == set.lab[mirrored ? 0 : 3] / 100.0);
   }
+  CHECK(mirrors > 0);  // both kinds were drawn
+  CHECK(mirrors < 10);
   ColorizerConfig c = tiny_config(ColorBins::standard().size());
   Rng r2(1);
   Colorizer<double> net(c, r2);
-  auto s = make_batch<double>(set, {0, 1}, rng, {.crop_pad = 1}, &net);
+  auto s = make_batch<double>(set, {0, 1}, rng, {.crop_pad = 1}, &net.bin_weights);
   CHECK(s.soft.idx.shape() == Shape{2, 5, 2, 2});
   CHECK(s.soft.pixel_weight.shape() == Shape{2, 2, 2});
 }

@@ -297,3 +297,55 @@ TEST_CASE("soft_dice_loss: values, gradients, errors") {
   CHECK_THROWS_WITH_AS(soft_dice_loss(t, Var<double>(probs), I32({2, 3}, {0, 0, 0, 0, 0, 0})),
                        doctest::Contains("soft_dice_loss: target (2, 3) does not match probs (2, 3, 2, 3)"), Error);
 }
+
+namespace {
+// Random soft targets over Q classes at (H, W): K classes per pixel, weights summing to 1.
+SoftTargets<double> random_targets(index_t N, int Q, int K, index_t H, index_t W, Rng& rng) {
+  SoftTargets<double> s{Tensor<std::int32_t>::uninitialized({N, K, H, W}), Tensor<double>::uninitialized({N, K, H, W}),
+                        uniform<double>({N, H, W}, rng, 0.5, 2.0)};
+  const index_t P = H * W;
+  for (index_t n = 0; n < N; ++n)
+    for (index_t p = 0; p < P; ++p) {
+      double sum = 0;
+      for (int k = 0; k < K; ++k) {
+        s.idx[(n * K + k) * P + p] = std::int32_t(rng.below(std::uint64_t(Q)));
+        sum += (s.weight[(n * K + k) * P + p] = rng.uniform(0.1, 1.0));
+      }
+      for (int k = 0; k < K; ++k) s.weight[(n * K + k) * P + p] /= sum;
+    }
+  return s;
+}
+}  // namespace
+
+TEST_CASE("soft_cross_entropy: value by hand, gradient by finite differences") {
+  // One pixel, Q = 3, logits (1, 2, 3); target 0.25 on class 0, 0.75 on class 2; pixel weight 2.
+  Tape<double> t;
+  SoftTargets<double> s{I32({1, 2, 1, 1}, {0, 2}), Tensor<double>({1, 2, 1, 1}, {0.25, 0.75}),
+                        Tensor<double>({1, 1, 1}, {2.0})};
+  Var<double> x = t.leaf(Tensor<double>({1, 3, 1, 1}, {1, 2, 3}));
+  Var<double> l = soft_cross_entropy(t, x, s);
+  const double lse = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
+  CHECK(l.item() == doctest::Approx(2.0 * (lse - 0.25 * 1 - 0.75 * 3)).scale(0));
+  t.backward(l);
+  CHECK(x.grad()[0] == doctest::Approx(2.0 * (std::exp(1.0 - lse) - 0.25)).scale(0));
+  CHECK(x.grad()[1] == doctest::Approx(2.0 * std::exp(2.0 - lse)).scale(0));
+  CHECK(x.grad()[2] == doctest::Approx(2.0 * (std::exp(3.0 - lse) - 0.75)).scale(0));
+
+  Rng rng(11);
+  const int Q = 7;
+  Param<double> logits(randn<double>({2, Q, 3, 2}, rng, 0.0, 2.0));
+  SoftTargets<double> st = random_targets(2, Q, 3, 3, 2, rng);
+  // The loss is O(1) and its gradients O(1/NP): entries below the 1e-4 floor are roundoff-level in
+  // central differences, so the floor (not the tolerance) is what is loosened.
+  auto r = gradcheck({&logits}, [&](Tape<double>& tp) { return soft_cross_entropy(tp, Var<double>(logits), st); },
+                     {.h = 1e-5, .floor = 1e-4});
+  MARROW_CHECK_GRAD(r, 1e-6);
+  Tape<double> t2;
+  SoftTargets<double> bad = random_targets(2, Q, 3, 2, 2, rng);
+  CHECK_THROWS_WITH_AS(soft_cross_entropy(t2, Var<double>(logits), bad),
+                       doctest::Contains("soft_cross_entropy: targets (2, 3, 2, 2)"), Error);
+  bad = random_targets(2, Q, 3, 3, 2, rng);
+  bad.idx[4] = Q;
+  CHECK_THROWS_WITH_AS(soft_cross_entropy(t2, Var<double>(logits), bad),
+                       doctest::Contains("soft_cross_entropy: target bin 7 out of range for 7 bins"), Error);
+}

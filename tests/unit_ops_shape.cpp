@@ -112,6 +112,22 @@ TEST_CASE("shape: concat over several axes and split") {
                        Error);
 }
 
+TEST_CASE("shape: concat_global repeats a vector at every position; gradient, errors") {
+  Tape<double> t;
+  Var<double> x = t.input(Tensor<double>({1, 1, 1, 2}, {1, 2}));
+  Var<double> g = t.input(Tensor<double>({1, 2}, {7, 8}));
+  Var<double> y = concat_global(t, x, g);
+  CHECK(y.shape() == Shape{1, 3, 1, 2});
+  const std::vector<double> want = {1, 2, 7, 7, 8, 8};
+  for (int i = 0; i < 6; ++i) CHECK(y.value()[i] == want[std::size_t(i)]);
+  Rng rng(2);
+  Param<double> px(randn<double>({2, 3, 2, 3}, rng)), pg(randn<double>({2, 4}, rng));
+  auto r = gradcheck({&px, &pg}, [&](Tape<double>& tp) { return project(tp, concat_global(tp, Var<double>(px), Var<double>(pg))); });
+  MARROW_CHECK_GRAD(r, 1e-6);
+  CHECK_THROWS_WITH_AS(concat_global(t, x, t.input(Tensor<double>(Shape{2, 2}))),
+                       doctest::Contains("concat_global: map (1, 1, 1, 2)"), Error);
+}
+
 TEST_CASE("shape: pad2d zero and reflect with asymmetric pads") {
   for (PadMode mode : {PadMode::Zeros, PadMode::Reflect}) {
     CAPTURE(int(mode));

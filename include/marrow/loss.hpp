@@ -1,6 +1,7 @@
 #pragma once
 // Loss functions with PyTorch's semantics: cross_entropy (fused log-softmax +
-// NLL), bce_with_logits, mse, l1, smooth_l1, soft_dice_loss.
+// NLL), bce_with_logits, mse, l1, smooth_l1, soft_dice_loss; and
+// soft_cross_entropy against sparse soft targets (Zhang et al.'s colorization loss).
 // Each returns a scalar Var, or per-element losses with Reduction::None.
 #include <Eigen/Core>
 #include <algorithm>
@@ -470,6 +471,78 @@ Var<T> soft_dice_loss(Tape<T>& t, const Arg<T>& probs, const Tensor<std::int32_t
   return res;
 }
 
+// ---- cross entropy against sparse soft targets ------------------------------------
+// Each pixel's target is a distribution over K of the Q classes (Zhang et al.'s
+// soft-encoded colour bins), and the pixel carries a weight (their class rebalancing).
+// Shape letters: N batch, Q classes, K target classes per pixel, (H, W) pixels, P = H·W.
+template <class T> struct SoftTargets {
+  Tensor<std::int32_t> idx;  // (N, K, H, W) classes, nearest first
+  Tensor<T> weight;          // (N, K, H, W) target probabilities, summing to 1 over K
+  Tensor<T> pixel_weight;    // (N, H, W) weight of each pixel's term
+};
+
+// Weighted cross entropy of logits (N, Q, H, W) against soft targets Z, averaged over the N·H·W pixels:
+//   loss = (1/NP) Σ_p v_p · Σ_q −Z_{q,p} log softmax(x)_{q,p} = (1/NP) Σ_p v_p (lse_p − Σ_k Z_k x_{idx_k, p})
+template <class T> Var<T> soft_cross_entropy(Tape<T>& t, const Arg<T>& logits, const SoftTargets<T>& target) {
+  t.check(logits, "soft_cross_entropy");
+  MARROW_CHECK(logits.ndim() == 4, "soft_cross_entropy: logits must be (N, Q, H, W), got ", logits.shape().str());
+  const index_t N = logits.dim(0), Q = logits.dim(1), H = logits.dim(2), W = logits.dim(3), P = H * W;
+  MARROW_CHECK(target.idx.ndim() == 4 && target.idx.dim(0) == N && target.idx.dim(2) == H && target.idx.dim(3) == W &&
+                   target.weight.shape() == target.idx.shape() && target.pixel_weight.numel() == N * P,
+               "soft_cross_entropy: targets ", target.idx.shape().str(), " (weights ", target.weight.shape().str(),
+               ", pixel weights ", target.pixel_weight.shape().str(), ") do not match logits ", logits.shape().str());
+  const index_t K = target.idx.dim(1);
+  for (index_t i = 0; i < target.idx.numel(); ++i)
+    MARROW_CHECK(target.idx[i] >= 0 && target.idx[i] < Q, "soft_cross_entropy: target bin ", target.idx[i],
+                 " out of range for ", Q, " bins (logits ", logits.shape().str(), ")");
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  using Map = Eigen::Map<Arr>;
+  using CMap = Eigen::Map<const Arr>;
+  Tensor<T> lse = Tensor<T>::uninitialized({N, P});  // log Σ_q e^x per pixel, kept for backward
+  std::vector<double> per_image(static_cast<std::size_t>(N));
+  const T* x = logits.value().data();
+  // Rows of one image are contiguous over pixels: every pass below is a vector loop over P.
+#pragma omp parallel for if (N * Q * P >= (1 << 16))
+  for (index_t n = 0; n < N; ++n) {
+    const T* xn = x + n * Q * P;
+    Map m(lse.data() + n * P, P);
+    m = CMap(xn, P);
+    for (index_t q = 1; q < Q; ++q) m = m.max(CMap(xn + q * P, P));
+    Arr s = Arr::Zero(P);
+    for (index_t q = 0; q < Q; ++q) s += (CMap(xn + q * P, P) - m).exp();
+    m += s.log();
+    double acc = 0;
+    for (index_t p = 0; p < P; ++p) {
+      T dot = T(0);
+      for (index_t k = 0; k < K; ++k)
+        dot += target.weight[(n * K + k) * P + p] * xn[index_t(target.idx[(n * K + k) * P + p]) * P + p];
+      acc += double(target.pixel_weight[n * P + p]) * double(m[p] - dot);
+    }
+    per_image[std::size_t(n)] = acc;
+  }
+  double total = 0;
+  for (double v : per_image) total += v;
+  Tensor<T> out = Tensor<T>::uninitialized(Shape{});
+  out[0] = T(total / double(N * P));
+  Var<T> res = t.push(std::move(out), logits);
+  t.on_backward(res, [logits, res, target, lse = std::move(lse), N, Q, P, K] {
+    const T scale = res.grad()[0] / T(N * P);
+    const T* x = logits.value().data();
+    T* dx = logits.grad().data();
+#pragma omp parallel for if (N * Q * P >= (1 << 16))
+    for (index_t n = 0; n < N; ++n) {  // dx += v_p (softmax − Z) · g / NP
+      CMap l(lse.data() + n * P, P);
+      const Arr v = CMap(target.pixel_weight.data() + n * P, P) * scale;
+      for (index_t q = 0; q < Q; ++q)
+        Map(dx + (n * Q + q) * P, P) += v * (CMap(x + (n * Q + q) * P, P) - l).exp();
+      for (index_t k = 0; k < K; ++k)
+        for (index_t p = 0; p < P; ++p)
+          dx[(n * Q + target.idx[(n * K + k) * P + p]) * P + p] -= v[p] * target.weight[(n * K + k) * P + p];
+    }
+  });
+  return res;
+}
+
 }  // namespace marrow
 
 /* Backward rules (g = upstream gradient; n = element count; Mean divides by the normalizer):
@@ -482,4 +555,6 @@ Var<T> soft_dice_loss(Tape<T>& t, const Arg<T>& probs, const Tensor<std::int32_t
    smooth_l1       da += g·(|d| < β ? d/β : sign(d)),  d = a − b;  db −= the same
    soft_dice       dp_{n,c,s} += −g/C · (2·y·den_c − num_c)/den_c²,
                    num_c = 2·Σ p·y + s, den_c = Σ p + Σ y + s
+   soft_cross_entropy  dx_{q,p} += g · v_p · (s_{q,p} − Z_{q,p}) / (N·H·W)
+                   s = softmax over classes, Z = soft target, v = pixel weight
 */

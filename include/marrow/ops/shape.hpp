@@ -1,9 +1,10 @@
 #pragma once
 // Differentiable shape ops: reshape, flatten, permute, transpose, slice,
-// concat, split, pad2d, index_select, embedding, token_position_embedding;
-// and one_hot (no tape).
+// concat, split, concat_global, pad2d, index_select, embedding,
+// token_position_embedding; and one_hot (no tape).
 // Each op: forward beside backward. Backward always accumulates (+=).
 // Shape letters: (outer, n, inner) = the dims before, at and after the op's axis.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -208,6 +209,39 @@ std::vector<Var<T>> split(Tape<T>& t, const Arg<T>& x, const std::vector<index_t
     start += sz;
   }
   return out;
+}
+
+// x (N, C, H, W), g (N, D) -> (N, C + D, H, W): g repeated at every position after
+// x's channels (the fusion layer of Iizuka et al.'s colorizer joins its global
+// feature vector to the mid-level map this way).
+template <class T> Var<T> concat_global(Tape<T>& t, const Arg<T>& x, const Arg<T>& g) {
+  t.check(x, "concat_global");
+  t.check(g, "concat_global");
+  MARROW_CHECK(x.ndim() == 4 && g.ndim() == 2 && g.dim(0) == x.dim(0), "concat_global: map ", x.shape().str(),
+               " must be (N, C, H, W) and vector ", g.shape().str(), " (N, D) with the same N");
+  const index_t N = x.dim(0), C = x.dim(1), D = g.dim(1), P = x.dim(2) * x.dim(3);
+  Tensor<T> out = Tensor<T>::uninitialized({N, C + D, x.dim(2), x.dim(3)});
+  for (index_t n = 0; n < N; ++n) {
+    std::copy_n(x.value().data() + n * C * P, C * P, out.data() + n * (C + D) * P);
+    for (index_t d = 0; d < D; ++d) std::fill_n(out.data() + (n * (C + D) + C + d) * P, P, g.value()[n * D + d]);
+  }
+  Var<T> res = t.push(std::move(out), x, g);
+  t.on_backward(res, [x, g, res, N, C, D, P] {
+    const T* gy = res.grad().data();
+    if (x.requires_grad()) {
+      T* dx = x.grad().data();
+      for (index_t n = 0; n < N; ++n)
+        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dx + n * C * P, C * P) +=
+            Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(gy + n * (C + D) * P, C * P);
+    }
+    if (g.requires_grad()) {
+      T* dg = g.grad().data();
+      for (index_t n = 0; n < N; ++n)
+        for (index_t d = 0; d < D; ++d)
+          dg[n * D + d] += Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(gy + (n * (C + D) + C + d) * P, P).sum();
+    }
+  });
+  return res;
 }
 
 // ---- pad2d -------------------------------------------------------------------------
@@ -424,6 +458,7 @@ template <class T> Tensor<T> one_hot(const Tensor<std::int32_t>& labels, int cla
    slice              dx[start:stop along axis] += g
    concat             dx_k += the slab of g that x_k filled
    split              one slice per piece
+   concat_global      dx += g[:, :C]      dg[n, d] += Σ_{h,w} g[n, C + d, h, w]
    pad2d zeros        dx += g cropped to the interior
    pad2d reflect      dx[src(i)] += g[i] for every output i (edges fold back onto the mirrored entries)
    index_select       dx[idx[k] along axis] += g[k]        (repeated indices accumulate)

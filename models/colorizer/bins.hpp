@@ -14,6 +14,9 @@
 // conversion that is Q = 261 bins (Zhang's 313 came from ImageNet statistics
 // over a slightly different Lab range; the construction is the same).
 //
+// The loss that trains against these targets is soft_cross_entropy (loss.hpp);
+// nothing here is differentiated: it only makes targets and decodes.
+//
 // Shape letters: N batch, Q bins, K nearest bins per pixel, (H, W) the
 // resolution of the prediction, P = H·W.
 #include <Eigen/Core>
@@ -21,11 +24,10 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 #include <marrow/data/color.hpp>
-#include <marrow/tape.hpp>
+#include <marrow/loss.hpp>
 
 namespace marrow::colorizer {
 
@@ -132,14 +134,9 @@ struct ColorBins {
 
 // ---- targets --------------------------------------------------------------------------
 
-template <class T> struct SoftTargets {
-  Tensor<std::int32_t> idx;  // (N, K, H, W) bins, nearest first
-  Tensor<T> weight;          // (N, K, H, W) soft-encoding weights, summing to 1 over K
-  Tensor<T> pixel_weight;    // (N, H, W) class-rebalancing weight of each pixel's nearest bin
-};
-
-// Soft-encode ab (N, 2, H, W) in Lab units. `rebalance` (Q) gives each pixel the
-// weight of its nearest bin; nullptr weighs every pixel 1.
+// Soft-encode ab (N, 2, H, W) in Lab units into soft_cross_entropy's targets
+// (loss.hpp): each pixel's K nearest bins, nearest first. `rebalance` (Q) gives
+// each pixel the weight of its nearest bin; nullptr weighs every pixel 1.
 template <class T>
 SoftTargets<T> soft_encode(const ColorBins& bins, const Tensor<T>& ab, const Tensor<T>* rebalance = nullptr, int k = 5,
                            double sigma = 5.0) {
@@ -214,71 +211,6 @@ Tensor<T> rebalance_weights(const ColorBins& bins, const Tensor<T>& prior, doubl
   return out;
 }
 
-// ---- the loss -------------------------------------------------------------------------
-
-// Rebalanced multinomial cross entropy of logits (N, Q, H, W) against soft
-// targets Z (sparse: K bins per pixel), averaged over the N·H·W pixels:
-//   loss = (1/NP) Σ_p v_p · Σ_q −Z_{q,p} log softmax(x)_{q,p} = (1/NP) Σ_p v_p (lse_p − Σ_k Z_k x_{idx_k, p})
-template <class T> Var<T> soft_cross_entropy(Tape<T>& t, const Arg<T>& logits, const SoftTargets<T>& target) {
-  t.check(logits, "soft_cross_entropy");
-  MARROW_CHECK(logits.ndim() == 4, "soft_cross_entropy: logits must be (N, Q, H, W), got ", logits.shape().str());
-  const index_t N = logits.dim(0), Q = logits.dim(1), H = logits.dim(2), W = logits.dim(3), P = H * W;
-  MARROW_CHECK(target.idx.ndim() == 4 && target.idx.dim(0) == N && target.idx.dim(2) == H && target.idx.dim(3) == W &&
-                   target.weight.shape() == target.idx.shape() && target.pixel_weight.numel() == N * P,
-               "soft_cross_entropy: targets ", target.idx.shape().str(), " (weights ", target.weight.shape().str(),
-               ", pixel weights ", target.pixel_weight.shape().str(), ") do not match logits ", logits.shape().str());
-  const index_t K = target.idx.dim(1);
-  for (index_t i = 0; i < target.idx.numel(); ++i)
-    MARROW_CHECK(target.idx[i] >= 0 && target.idx[i] < Q, "soft_cross_entropy: target bin ", target.idx[i],
-                 " out of range for ", Q, " bins (logits ", logits.shape().str(), ")");
-  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-  using Map = Eigen::Map<Arr>;
-  using CMap = Eigen::Map<const Arr>;
-  Tensor<T> lse = Tensor<T>::uninitialized({N, P});  // log Σ_q e^x per pixel, kept for backward
-  std::vector<double> per_image(static_cast<std::size_t>(N));
-  const T* x = logits.value().data();
-  // Rows of one image are contiguous over pixels: every pass below is a vector loop over P.
-#pragma omp parallel for if (N * Q * P >= (1 << 16))
-  for (index_t n = 0; n < N; ++n) {
-    const T* xn = x + n * Q * P;
-    Map m(lse.data() + n * P, P);
-    m = CMap(xn, P);
-    for (index_t q = 1; q < Q; ++q) m = m.max(CMap(xn + q * P, P));
-    Arr s = Arr::Zero(P);
-    for (index_t q = 0; q < Q; ++q) s += (CMap(xn + q * P, P) - m).exp();
-    m += s.log();
-    double acc = 0;
-    for (index_t p = 0; p < P; ++p) {
-      T dot = T(0);
-      for (index_t k = 0; k < K; ++k)
-        dot += target.weight[(n * K + k) * P + p] * xn[index_t(target.idx[(n * K + k) * P + p]) * P + p];
-      acc += double(target.pixel_weight[n * P + p]) * double(m[p] - dot);
-    }
-    per_image[std::size_t(n)] = acc;
-  }
-  double total = 0;
-  for (double v : per_image) total += v;
-  Tensor<T> out = Tensor<T>::uninitialized(Shape{});
-  out[0] = T(total / double(N * P));
-  Var<T> res = t.push(std::move(out), logits);
-  t.on_backward(res, [logits, res, target, lse = std::move(lse), N, Q, P, K] {
-    const T scale = res.grad()[0] / T(N * P);
-    const T* x = logits.value().data();
-    T* dx = logits.grad().data();
-#pragma omp parallel for if (N * Q * P >= (1 << 16))
-    for (index_t n = 0; n < N; ++n) {  // dx += v_p (softmax − Z) · g / NP
-      CMap l(lse.data() + n * P, P);
-      const Arr v = CMap(target.pixel_weight.data() + n * P, P) * scale;
-      for (index_t q = 0; q < Q; ++q)
-        Map(dx + (n * Q + q) * P, P) += v * (CMap(x + (n * Q + q) * P, P) - l).exp();
-      for (index_t k = 0; k < K; ++k)
-        for (index_t p = 0; p < P; ++p)
-          dx[(n * Q + target.idx[(n * K + k) * P + p]) * P + p] -= v[p] * target.weight[(n * K + k) * P + p];
-    }
-  });
-  return res;
-}
-
 // ---- decoding ---------------------------------------------------------------------------
 
 // Annealed mean of logits (N, Q, H, W) -> ab (N, 2, H, W) in Lab units:
@@ -291,6 +223,12 @@ template <class T> Var<T> soft_cross_entropy(Tape<T>& t, const Arg<T>& logits, c
 // is Zhang's decoding, β = 1 removes the rebalancing from the output, and in
 // between the output keeps w^(1−β) of it: vivid colours without paying for
 // every rare-bin guess in accuracy.
+// How classification outputs become colours: the two knobs of annealed_mean.
+struct Decoding {
+  double temperature = 0.38;      // Zhang's annealed-mean temperature
+  double prior_correction = 0.4;  // β: how much of the rebalancing to take back out (0: Zhang's decoding)
+};
+
 template <class T>
 Tensor<T> annealed_mean(const Tensor<T>& logits, const ColorBins& bins, double temperature = 0.38,
                         const Tensor<T>* rebalance = nullptr, double beta = 0.0) {
@@ -330,8 +268,3 @@ Tensor<T> annealed_mean(const Tensor<T>& logits, const ColorBins& bins, double t
 }
 
 }  // namespace marrow::colorizer
-
-/* Backward rules (g = upstream gradient, s = softmax over bins, Z = soft target, v = pixel weight):
-   soft_cross_entropy   dx_{q,p} += g · v_p · (s_{q,p} − Z_{q,p}) / (N·H·W)
-   (annealed_mean and the encoders are not differentiated: they only make targets and decode.)
-*/
