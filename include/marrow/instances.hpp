@@ -72,6 +72,7 @@
   PREFIX Var<T> slice<T>(Tape<T>&, const Arg<T>&, int, index_t, index_t); \
   PREFIX Var<T> concat<T>(Tape<T>&, const std::vector<Var<T>>&, int); \
   PREFIX std::vector<Var<T>> split<T>(Tape<T>&, const Arg<T>&, const std::vector<index_t>&, int); \
+  PREFIX Var<T> concat_global<T>(Tape<T>&, const Arg<T>&, const Arg<T>&); \
   PREFIX Var<T> pad2d<T>(Tape<T>&, const Arg<T>&, int, int, int, int, PadMode); \
   PREFIX Var<T> index_select<T>(Tape<T>&, const Arg<T>&, int, const Tensor<std::int32_t>&); \
   PREFIX Var<T> embedding<T>(Tape<T>&, const Arg<T>&, const Tensor<std::int32_t>&); \
@@ -87,6 +88,7 @@
   PREFIX Var<T> smooth_l1<T>(Tape<T>&, const Arg<T>&, const Arg<T>&, std::type_identity_t<T>, Reduction); \
   PREFIX Var<T> smooth_l1<T>(Tape<T>&, const Arg<T>&, const Tensor<T>&, std::type_identity_t<T>, Reduction); \
   PREFIX Var<T> soft_dice_loss<T>(Tape<T>&, const Arg<T>&, const Tensor<std::int32_t>&, std::type_identity_t<T>); \
+  PREFIX Var<T> soft_cross_entropy<T>(Tape<T>&, const Arg<T>&, const SoftTargets<T>&); \
   /* init.hpp */ \
   PREFIX Tensor<T>& constant_<T>(Tensor<T>&, T); \
   PREFIX Tensor<T>& zeros_<T>(Tensor<T>&); \
