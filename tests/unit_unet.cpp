@@ -1,12 +1,16 @@
 #include "testing.hpp"
 
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <set>
 
-#include <models/segmentation_metrics.hpp>
-#include <models/unet.hpp>
-#include <models/unet_weights.hpp>
+#include <models/unet/load.hpp>
+#include <models/unet/loss.hpp>
+#include <models/unet/metrics.hpp>
+#include <models/unet/model.hpp>
+#include <models/unet/tiles.hpp>
+#include <models/unet/weights.hpp>
 
 using namespace marrow;
 using namespace marrow::unet;
@@ -26,6 +30,9 @@ Config tiny(Padding pad, bool bn) {
 // rounding, so entries with gradients below the 1e-3 floor are compared absolutely.
 const GradcheckOptions kGrad{.h = 1e-6, .samples_per_tensor = 12, .floor = 1e-3};
 Tensor<std::int32_t> ints(const Shape& s, std::vector<std::int32_t> v) { return Tensor<std::int32_t>(s, v); }
+// Computed values compared with their formulas: equal to rounding, whatever their size
+// (doctest's default scale of 1 would let a value of 0.01 be off by 1e-5, 0.1 %).
+doctest::Approx exactly(double v) { return doctest::Approx(v).epsilon(1e-12).scale(0); }
 }  // namespace
 
 // ---- model ------------------------------------------------------------------------------
@@ -115,7 +122,7 @@ TEST_CASE("unet: loss gradients, weighted cross-entropy + Dice") {
   {
     Tape<double> t;
     auto parts = segmentation_loss(t, net(t, t.input(x)), target, &w, opt);
-    CHECK(parts.total.item() == doctest::Approx(parts.ce + 0.7 * parts.dice));
+    CHECK(parts.total.item() == exactly(parts.ce + 0.7 * parts.dice));
   }
   auto r = gradcheck(parameters<double>(net),
                      [&](Tape<double>& t) { return segmentation_loss(t, net(t, t.input(x)), target, &w, opt).total; },
@@ -145,7 +152,7 @@ TEST_CASE("unet: overlap-tile with valid convs equals one pass over the mirrored
   Tensor<double> big = Tensor<double>::uninitialized({1, 1, 88, 100});
   for (index_t i = 0; i < 88; ++i)
     for (index_t j = 0; j < 100; ++j)
-      big[i * 100 + j] = img[tile_detail::reflect(i - 20, H) * W + tile_detail::reflect(j - 20, W)];
+      big[i * 100 + j] = img[reflect_index(i - 20, H) * W + reflect_index(j - 20, W)];
   set_training<double>(net, false);
   Tape<double> t;
   Var<double> pr = softmax(t, net(t, t.input(big)), 1);
@@ -165,7 +172,7 @@ TEST_CASE("unet: overlap-tile with same padding covers any image size") {
   const Tensor<double> img = uniform<double>({1, 10, 29}, rng);
   const Tensor<double> pr = predict_overlap_tile(net, img, {.tile = 16, .margin = 4});
   REQUIRE(pr.shape() == Shape{2, 10, 29});
-  for (index_t i = 0; i < 10 * 29; ++i) CHECK(pr[i] + pr[290 + i] == doctest::Approx(1.0));
+  for (index_t i = 0; i < 10 * 29; ++i) CHECK(pr[i] + pr[290 + i] == exactly(1.0));
   CHECK(net.training);  // mode restored
   CHECK_THROWS_WITH(predict_overlap_tile(net, img, {.tile = 18}), doctest::Contains("tile 18 is not a valid input"));
   CHECK_THROWS_WITH(predict_overlap_tile(net, img, {.tile = 16, .margin = 8}), doctest::Contains("leaves nothing"));
@@ -191,7 +198,7 @@ TEST_CASE("unet: training tiles keep labels, weights and image in register") {
     int ones = 0, agree = 0;
     for (index_t i = 0; i < 24 * 24; ++i) {
       CHECK((tt.target[i] == 0 || tt.target[i] == 1));
-      CHECK(tt.weights[i] == doctest::Approx(1.0 + tt.target[i]));
+      CHECK(tt.weights[i] == 1.0f + float(tt.target[i]));
       ones += tt.target[i];
       const float v = tt.image[(4 + i / 24) * 32 + 4 + i % 24];  // the label's pixel in the image tile
       agree += std::abs(v - (0.25f + 0.5f * float(tt.target[i]))) < 0.2f;
@@ -236,7 +243,8 @@ TEST_CASE("unet: distance transform is exact (brute force)") {
     double best = 1e300;
     for (index_t j = 0; j < H * W; ++j)
       if (f[j]) best = std::min(best, std::hypot(double(i / W - j / W), double(i % W - j % W)));
-    CHECK(d[i] == doctest::Approx(best).epsilon(1e-12));
+    if (best == 0) CHECK(d[i] == 0.0);  // exactly(0) tolerates nothing, not even 0: its bound is strict
+    else CHECK(d[i] == exactly(best));
   }
   const Tensor<double> none = distance_transform(Tensor<std::int32_t>(Shape{3, 4}));
   CHECK(std::isinf(none[5]));
@@ -247,13 +255,13 @@ TEST_CASE("unet: weight map by hand (two cells across a 2-pixel membrane)") {
   const auto cls = ints({1, 9}, {1, 1, 1, 0, 0, 1, 1, 1, 1});
   const Tensor<double> w = unet_weight_map<double>(cls);
   const double wc0 = 9.0 / (2 * 2), wc1 = 9.0 / (2 * 7), border = 10 * std::exp(-9.0 / 50.0);  // d1 + d2 = 1 + 2
-  CHECK(w[3] == doctest::Approx(wc0 + border));
-  CHECK(w[4] == doctest::Approx(wc0 + border));
-  CHECK(w[0] == doctest::Approx(wc1));
+  CHECK(w[3] == exactly(wc0 + border));
+  CHECK(w[4] == exactly(wc0 + border));
+  CHECK(w[0] == exactly(wc1));
   const Tensor<double> all = unet_weight_map<double>(cls, {.border_only = false});
-  CHECK(all[0] == doctest::Approx(wc1 + 10 * std::exp(-25.0 / 50.0)));  // d1 = 0, d2 = 5
+  CHECK(all[0] == exactly(wc1 + 10 * std::exp(-25.0 / 50.0)));  // d1 = 0, d2 = 5
   const Tensor<double> one = unet_weight_map<double>(ints({1, 4}, {1, 1, 0, 0}), {.balance = false});
-  CHECK(one[3] == doctest::Approx(1.0));  // one cell: no second distance, no border term
+  CHECK(one[3] == 1.0);  // one cell: no second distance, no border term
   CHECK_THROWS_WITH(unet_weight_map<double>(ints({1, 2}, {1, 2})), doctest::Contains("class 2 at pixel (0, 1)"));
 }
 
@@ -264,22 +272,22 @@ TEST_CASE("unet: pixel, membrane and Rand/information scores by hand") {
   const auto truth = ints({1, 5}, {1, 1, 1, 1, 0});
   const Tensor<double> prob(Shape{1, 5}, {0.9, 0.9, 0.1, 0.9, 0.9});
   const SegmentationScores s = segmentation_scores(prob, truth);
-  CHECK(s.pixel_error == doctest::Approx(0.4));
-  CHECK(s.iou_membrane == doctest::Approx(0.0));
-  CHECK(s.dice_membrane == doctest::Approx(0.0));
+  CHECK(s.pixel_error == exactly(0.4));
+  CHECK(s.iou_membrane == 0.0);
+  CHECK(s.dice_membrane == 0.0);
   // counted pixels 0..3: (cell, seg 1) = 2, (cell, seg 2) = 1, one singleton. Σp² = 6, Σt² = 16, Σs² = 6.
-  CHECK(s.rand_info.v_rand_split == doctest::Approx(6.0 / 16));
-  CHECK(s.rand_info.v_rand_merge == doctest::Approx(1.0));
-  CHECK(s.rand_info.v_rand == doctest::Approx(12.0 / 22));
-  CHECK(s.rand_info.v_info_split == doctest::Approx(0.0));  // H(T) = 0: no information shared
-  CHECK(s.rand_info.v_info_merge == doctest::Approx(1.0));
-  CHECK(s.rand_info.v_info == doctest::Approx(0.0));
+  CHECK(s.rand_info.v_rand_split == exactly(6.0 / 16));
+  CHECK(s.rand_info.v_rand_merge == exactly(1.0));
+  CHECK(s.rand_info.v_rand == exactly(12.0 / 22));
+  CHECK(std::abs(s.rand_info.v_info_split) < 1e-15);  // H(T) = 0: no information shared
+  CHECK(s.rand_info.v_info_merge == exactly(1.0));
+  CHECK(std::abs(s.rand_info.v_info) < 1e-15);
   const SegmentationScores perfect = segmentation_scores(Tensor<double>(Shape{1, 5}, {1, 1, 0, 1, 0}),
                                                          ints({1, 5}, {1, 1, 0, 1, 0}));
   CHECK(perfect.pixel_error == 0);
-  CHECK(perfect.iou_membrane == doctest::Approx(1.0));
-  CHECK(perfect.rand_info.v_rand == doctest::Approx(1.0));
-  CHECK(perfect.rand_info.v_info == doctest::Approx(1.0));
+  CHECK(perfect.iou_membrane == exactly(1.0));
+  CHECK(perfect.rand_info.v_rand == exactly(1.0));
+  CHECK(perfect.rand_info.v_info == exactly(1.0));
   CHECK_THROWS_WITH(segmentation_scores(prob, ints({1, 4}, {1, 1, 1, 1})), doctest::Contains("must be the same (H, W)"));
 }
 
@@ -301,8 +309,8 @@ TEST_CASE("unet: Rand and information scores match pair counting and entropies (
         same_t += t[a] == t[b];
         same_s += s[a] == s[b];
       }
-    CHECK(r.v_rand_split == doctest::Approx(both / same_t));
-    CHECK(r.v_rand_merge == doctest::Approx(both / same_s));
+    CHECK(r.v_rand_split == exactly(both / same_t));
+    CHECK(r.v_rand_merge == exactly(both / same_s));
     auto entropy = [&](auto key) {
       std::map<decltype(key(0)), double> c;
       for (std::size_t a = 0; a < idx.size(); ++a) c[key(a)] += 1;
@@ -312,9 +320,9 @@ TEST_CASE("unet: Rand and information scores match pair counting and entropies (
     };
     const double hs = entropy([&](std::size_t a) { return s[a]; }), ht = entropy([&](std::size_t a) { return t[a]; });
     const double hj = entropy([&](std::size_t a) { return std::pair{s[a], t[a]}; }), mi = hs + ht - hj;
-    CHECK(r.v_info_split == doctest::Approx(mi / hs));
-    CHECK(r.v_info_merge == doctest::Approx(mi / ht));
-    CHECK(r.v_info == doctest::Approx(2 * mi / (hs + ht)));
+    CHECK(r.v_info_split == exactly(mi / hs));
+    CHECK(r.v_info_merge == exactly(mi / ht));
+    CHECK(r.v_info == exactly(2 * mi / (hs + ht)));
   }
 }
 
@@ -323,9 +331,90 @@ TEST_CASE("unet: a merge of two cells lowers the merge score only") {
   const auto truth = ints({2, 5}, {1, 1, 0, 1, 1, 1, 1, 0, 1, 1});
   const Tensor<double> prob(Shape{2, 5}, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1});
   const SegmentationScores s = segmentation_scores(prob, truth);
-  CHECK(s.rand_info.v_rand_split == doctest::Approx(1.0));
-  CHECK(s.rand_info.v_rand_merge == doctest::Approx(32.0 / 64));  // Σp² = 2·16, Σs² = 8²
-  CHECK(s.rand_info.v_info_split == doctest::Approx(1.0));  // one predicted segment: H(S) = 0, nothing split
-  CHECK(s.rand_info.v_info_merge == doctest::Approx(0.0));
-  CHECK(s.pixel_error == doctest::Approx(0.2));
+  CHECK(s.rand_info.v_rand_split == exactly(1.0));
+  CHECK(s.rand_info.v_rand_merge == exactly(32.0 / 64));  // Σp² = 2·16, Σs² = 8²
+  CHECK(s.rand_info.v_info_split == exactly(1.0));  // one predicted segment: H(S) = 0, nothing split
+  CHECK(std::abs(s.rand_info.v_info_merge) < 1e-15);
+  CHECK(s.pixel_error == exactly(0.2));
+}
+
+// ---- the threshold -----------------------------------------------------------------------
+
+TEST_CASE("unet: the threshold is the grid value with the lowest mean pixel error over the slices") {
+  const std::vector<double> grid = threshold_grid();
+  REQUIRE(grid.size() == 19);
+  CHECK(grid.front() == 0.05);
+  CHECK(grid.back() == exactly(0.95));
+  // Membranes at 0.02..0.22 and cells from 0.27 up: only 0.25 cuts every pixel right.
+  const auto truth = ints({1, 6}, {0, 0, 0, 1, 1, 1});
+  const Tensor<float> prob(Shape{1, 6}, {0.02f, 0.12f, 0.22f, 0.27f, 0.6f, 0.9f});
+  CHECK(choose_threshold<float>({prob}, {truth}) == 0.05 * 5);
+  CHECK(segmentation_scores(prob, truth, 0.25).pixel_error == 0.0);
+  CHECK(segmentation_scores(prob, truth, 0.5).pixel_error == exactly(1.0 / 6));  // 0.5 would miss the 0.27 cell
+  // Ties go to the lowest threshold.
+  CHECK(choose_threshold<float>({Tensor<float>(Shape{1, 2}, {0.01f, 0.99f})}, {ints({1, 2}, {0, 1})}) == 0.05);
+  // The mean of the per-slice errors (the challenge's figure), not the error over all pixels:
+  // slice a (2 pixels) wants a threshold above 0.41, slice b (8 pixels) one below 0.43.
+  // Mean: 0.25 up to 0.40, 0.125 from 0.45 on; pooled pixels would pick 0.05 (0.1 vs 0.2).
+  const Tensor<float> a(Shape{1, 2}, {0.41f, 1.0f}), b(Shape{2, 4}, {0.43f, 0.43f, 0, 0, 0, 1, 1, 1});
+  const auto ta = ints({1, 2}, {0, 1}), tb = ints({2, 4}, {1, 1, 0, 0, 0, 1, 1, 1});
+  CHECK(choose_threshold<float>({a, b}, {ta, tb}) == 0.05 * 9);
+  CHECK_THROWS_WITH(choose_threshold<float>({a}, {ta, tb}), doctest::Contains("1 predictions for 2 truths"));
+  CHECK_THROWS_WITH(choose_threshold<float>({a}, {tb}), doctest::Contains("must be the same (H, W)"));
+}
+
+TEST_CASE("unet: the mask is cell where the cell probability reaches the threshold") {
+  const Tensor<float> prob(Shape{2, 2}, {0.1f, 0.3f, 0.3f, 0.9f});
+  const Tensor<std::int32_t> m = cell_mask(prob, 0.3f);
+  CHECK(std::vector<std::int32_t>(m.begin(), m.end()) == std::vector<std::int32_t>{0, 1, 1, 1});
+  const Tensor<std::int32_t> hi = cell_mask(prob, 0.5);
+  CHECK(std::vector<std::int32_t>(hi.begin(), hi.end()) == std::vector<std::int32_t>{0, 0, 0, 1});
+  // segmentation_scores cuts at the same place.
+  CHECK(segmentation_scores(prob, ints({2, 2}, {0, 1, 1, 1}), 0.3f).pixel_error == 0.0);
+  Tensor<float> probs(Shape{2, 2, 2});
+  for (index_t i = 0; i < 4; ++i) probs[4 + i] = prob[i], probs[i] = 1 - prob[i];
+  const Tensor<float> cell = cell_probability(probs);
+  CHECK(cell.shape() == Shape{2, 2});
+  CHECK(std::equal(cell.begin(), cell.end(), prob.begin()));
+}
+
+TEST_CASE("unet: a checkpoint keeps the config and the chosen threshold; older ones load at 0.5") {
+  const std::string dir = (std::filesystem::temp_directory_path() / "marrow_unet_load_test").string();
+  std::filesystem::create_directories(dir);
+  Config c = tiny(Padding::Valid, false);
+  c.dropout = 0.25;
+  Rng rng(11);
+  UNet<float> net(c, rng);
+  net.threshold[0] = 0.35f;
+  Checkpoint<float> ckpt(net);  // as unet train saves it
+  ckpt.save(dir + "/new.safetensors", 7, R"({"width":99})", model_config_metadata(c));
+  const Trained<float> t = load_trained<float>(dir + "/new.safetensors");
+  CHECK(t.note.empty());
+  CHECK(t.info.step == 7);
+  CHECK(t.net.threshold[0] == 0.35f);
+  CHECK(!t.net.training);
+  CHECK(t.net.cfg.width == 2);  // from the stored config, not from the run's flags
+  CHECK(t.net.cfg.padding == Padding::Valid);
+  CHECK(!t.net.cfg.batch_norm);
+  CHECK(t.net.cfg.dropout == 0.25);
+  const Tensor<float>& w = t.net.head.weight.value();
+  CHECK(std::equal(w.begin(), w.end(), net.head.weight.value().begin()));
+
+  // Written before the threshold and the config were stored: the model is in the training
+  // flags, there is no threshold tensor.
+  WithoutThreshold<float> without{net};
+  Checkpoint<float> old(without);
+  old.save(dir + "/old.safetensors", 3,
+           R"({"width":2,"depth":2,"padding":"valid","batch-norm":false,"dropout":0.25,"he-init":false,"threshold":0.5})");
+  CHECK(!safetensors::read(dir + "/old.safetensors").find("threshold"));
+  const Trained<float> o = load_trained<float>(dir + "/old.safetensors");
+  CHECK(o.net.threshold[0] == 0.5f);
+  CHECK_MESSAGE(o.note.find("using 0.5") != std::string::npos, o.note);
+  CHECK(o.net.cfg.padding == Padding::Valid);
+  CHECK(!o.net.cfg.batch_norm);
+  CHECK(std::equal(w.begin(), w.end(), o.net.head.weight.value().begin()));
+
+  old.save(dir + "/bare.safetensors", 3);
+  CHECK_THROWS_WITH(load_trained<float>(dir + "/bare.safetensors"), doctest::Contains("has no model config"));
+  std::filesystem::remove_all(dir);
 }

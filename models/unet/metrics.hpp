@@ -19,12 +19,18 @@
 //   V-Info split = I(S;T) / H(S)        V-Info merge = I(S;T) / H(T)
 // and V-Rand, V-Info are the harmonic means (α = ½) of split and merge.
 // Higher is better for the V scores; 1 is a perfect segmentation.
+//
+// The threshold: a pixel is called cell when its cell probability reaches it.
+// The challenge scores each figure at its own best threshold; a user needs one
+// mask, so training picks one threshold on the validation slices by the
+// challenge's primary figure, the pixel error (choose_threshold), and keeps it
+// in the checkpoint for predict and eval.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
-#include "unet_weights.hpp"
+#include "weights.hpp"
 
 namespace marrow::unet {
 
@@ -98,22 +104,35 @@ inline RandInfoScores rand_info_scores(const Tensor<std::int32_t>& pred, const T
   return r;
 }
 
+// The class map (H, W) of a cell probability (H, W): 1 (cell) where it reaches
+// the threshold, 0 (membrane) elsewhere.
+template <class T> Tensor<std::int32_t> cell_mask(const Tensor<T>& prob_cell, double threshold) {
+  MARROW_CHECK(prob_cell.ndim() == 2, "cell_mask: expected an (H, W) probability, got ", prob_cell.shape().str());
+  Tensor<std::int32_t> m = Tensor<std::int32_t>::uninitialized(prob_cell.shape());
+  for (index_t i = 0; i < m.numel(); ++i) m[i] = double(prob_cell[i]) >= threshold ? 1 : 0;
+  return m;
+}
+
+namespace metrics_detail {
+inline void check_truth(const Tensor<std::int32_t>& truth, index_t i, const char* op) {
+  MARROW_CHECK(truth[i] == 0 || truth[i] == 1, op, ": truth class ", truth[i], " at pixel ", i,
+               "; expected 0 (membrane) or 1 (cell)");
+}
+}  // namespace metrics_detail
+
 // All scores of one slice: prob_cell (H, W) is the predicted probability of cell
-// interior, truth (H, W) the class map (1 = cell, 0 = membrane). A pixel is
-// called cell when prob_cell >= threshold.
+// interior, truth (H, W) the class map (1 = cell, 0 = membrane), cut at `threshold`.
 template <class T>
 SegmentationScores segmentation_scores(const Tensor<T>& prob_cell, const Tensor<std::int32_t>& truth,
                                        double threshold = 0.5) {
   MARROW_CHECK(prob_cell.ndim() == 2 && prob_cell.shape() == truth.shape(), "segmentation_scores: prediction ",
                prob_cell.shape().str(), " and truth ", truth.shape().str(), " must be the same (H, W)");
   const index_t N = truth.numel();
-  Tensor<std::int32_t> pred_cls = Tensor<std::int32_t>::uninitialized(truth.shape());
+  const Tensor<std::int32_t> pred_cls = cell_mask(prob_cell, threshold);
   double wrong = 0, inter = 0, pred_m = 0, true_m = 0;
   for (index_t i = 0; i < N; ++i) {
-    MARROW_CHECK(truth[i] == 0 || truth[i] == 1, "segmentation_scores: truth class ", truth[i], " at pixel ", i,
-                 "; expected 0 (membrane) or 1 (cell)");
-    const std::int32_t p = double(prob_cell[i]) >= threshold ? 1 : 0;
-    pred_cls[i] = p;
+    metrics_detail::check_truth(truth, i, "segmentation_scores");
+    const std::int32_t p = pred_cls[i];
     wrong += p != truth[i];
     pred_m += p == 0;
     true_m += truth[i] == 0;
@@ -126,6 +145,37 @@ SegmentationScores segmentation_scores(const Tensor<T>& prob_cell, const Tensor<
   s.dice_membrane = pred_m + true_m > 0 ? 2 * inter / (pred_m + true_m) : 1.0;
   s.rand_info = rand_info_scores(connected_components(pred_cls).labels, connected_components(truth).labels);
   return s;
+}
+
+// The thresholds training and eval scan: 0.05, 0.10, …, 0.95.
+inline std::vector<double> threshold_grid() {
+  std::vector<double> g;
+  for (int k = 1; k <= 19; ++k) g.push_back(0.05 * k);
+  return g;
+}
+
+// The threshold of the grid with the lowest mean pixel error over the slices
+// (prob_cell[i] against truth[i], each (H, W)); the lowest such threshold on a tie.
+template <class T>
+double choose_threshold(const std::vector<Tensor<T>>& prob_cell, const std::vector<Tensor<std::int32_t>>& truth) {
+  MARROW_CHECK(!prob_cell.empty() && prob_cell.size() == truth.size(), "choose_threshold: ", prob_cell.size(),
+               " predictions for ", truth.size(), " truths");
+  const std::vector<double> grid = threshold_grid();
+  std::vector<double> error(grid.size(), 0.0);  // mean over slices, as the challenge (and mean_scores) averages
+  const double k = 1.0 / double(prob_cell.size());
+  for (std::size_t s = 0; s < prob_cell.size(); ++s) {
+    const Tensor<T>& p = prob_cell[s];
+    const Tensor<std::int32_t>& t = truth[s];
+    MARROW_CHECK(p.ndim() == 2 && p.shape() == t.shape(), "choose_threshold: prediction ", p.shape().str(),
+                 " and truth ", t.shape().str(), " must be the same (H, W)");
+    std::vector<double> wrong(grid.size(), 0.0);
+    for (index_t i = 0; i < t.numel(); ++i) {
+      metrics_detail::check_truth(t, i, "choose_threshold");
+      for (std::size_t g = 0; g < grid.size(); ++g) wrong[g] += (double(p[i]) >= grid[g] ? 1 : 0) != t[i];
+    }
+    for (std::size_t g = 0; g < grid.size(); ++g) error[g] += k * (wrong[g] / double(t.numel()));
+  }
+  return grid[std::size_t(std::min_element(error.begin(), error.end()) - error.begin())];
 }
 
 // Mean of per-slice scores (the challenge averages over slices).
