@@ -194,7 +194,8 @@ Args preset(const std::string& name) {
 struct Conditioning {
   Tensor<std::int32_t> labels;  // (N), empty when unconditional
   std::vector<double> prior;    // class frequencies
-  Json info = Json::object();
+  Json info = Json::object();   // what it is, for summary.json; the same for a seed on any run
+  double kmeans_s = 0;          // how long k-means took
 };
 Conditioning make_conditioning(const Args& a, const data::Mnist& train_set, std::uint64_t seed) {
   Conditioning c;
@@ -209,9 +210,10 @@ Conditioning make_conditioning(const Args& a, const data::Mnist& train_set, std:
   } else if (a.clusters > 0) {
     StepTimer t;
     data::KMeansResult km = data::kmeans(images.reshape({N, images.numel() / N}), a.clusters, seed);
+    c.kmeans_s = t.wall_s();
     c.labels = km.assignment, c.prior = km.sizes;
     c.info = Json::object({{"conditioning", "kmeans"}, {"classes", a.clusters}, {"kmeans_inertia", km.inertia},
-                           {"kmeans_iterations", km.iterations}, {"kmeans_s", t.wall_s()}});
+                           {"kmeans_iterations", km.iterations}});
     // How well clusters follow digits, for the record only (labels play no part in training).
     std::vector<index_t> counts(std::size_t(a.clusters) * 10, 0);
     for (index_t i = 0; i < N; ++i) ++counts[std::size_t(km.assignment[i]) * 10 + std::size_t(digits[i])];
@@ -243,7 +245,8 @@ int train(Args a, const CommonFlags& common, const Json& config) {
                images.shape().str(), " do not match --image ", a.model.image);
   a.train.noise_steps = std::int64_t((a.noise_epochs > 0 ? a.noise_epochs * double(per_epoch) : 0.5 * double(total)));
   const Conditioning cond = make_conditioning(a, train_set, std::uint64_t(common.seed));
-  if (a.model.classes > 0) std::fprintf(stderr, "gan: conditioned on %s\n", cond.info.dump().c_str());
+  if (a.model.classes > 0)
+    std::fprintf(stderr, "gan: conditioned on %s (k-means: %.1f s)\n", cond.info.dump().c_str(), cond.kmeans_s);
   MARROW_CHECK(cond.prior.size() == std::size_t(a.model.classes), "gan: ", cond.prior.size(), " classes in the data, ",
                a.model.classes, " in the model");
 
@@ -402,7 +405,8 @@ int train(Args a, const CommonFlags& common, const Json& config) {
               {"params_g", count_parameters<float>(tr.model.g)},
               {"params_d", count_parameters<float>(tr.model.d)},
               {"checkpoint", run.checkpoint_path()},
-              {"conditioning", cond.info}});
+              {"conditioning", cond.info},
+              {"kmeans_s", cond.kmeans_s}});
   return 0;
 }
 
@@ -508,7 +512,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") {
       if (common.out.empty()) common.out = "runs/gan";
       if (a.class_labels) {  // labels replace the preset's clusters; clusters asked for as well are a contradiction
-        if (!Cli::peek(argc, argv, "clusters", "").empty())
+        if (Cli::peek(argc, argv, "clusters", "0") != "0")
           throw UsageError("--class-labels and --clusters exclude each other");
         a.clusters = 0;
       }
