@@ -1,6 +1,7 @@
-# Smoke tests of the gan binary: a tiny training run scored through the tiny
-# classifier of mnist_classifier.cmake, sampling its checkpoint to IDX3, scoring
-# that file and the real test digits, and bad usage. The data-dependent ones
+# Smoke tests of the gan binary: tiny training runs of the default recipe and of
+# the plain DCGAN (--preset dcgan), one scored through the tiny classifier of
+# mnist_classifier.cmake, sampling checkpoints to IDX3, scoring that file and the
+# real test digits, and bad usage. The data-dependent ones
 # are registered only when MNIST (or Debian's Fashion-MNIST) is present.
 if(MARROW_BUILD_TESTS)
   set(MARROW_GAN_DIGITS ${PROJECT_SOURCE_DIR}/../shared/data/mnist)
@@ -11,28 +12,32 @@ if(MARROW_BUILD_TESTS)
   set(MARROW_GAN_CLF ${CMAKE_CURRENT_BINARY_DIR}/runs/mnist-classifier-smoke/checkpoint.safetensors)
   if(EXISTS ${MARROW_GAN_DIGITS}/train-images-idx3-ubyte.gz)
     add_test(NAME example.gan.train_tiny
-      COMMAND gan train --epochs 0 --steps 20 --eval-samples 200 --log-every 5 --threads 1
+      COMMAND gan train --preset dcgan --epochs 0 --steps 20 --eval-samples 200 --log-every 5 --threads 1
               --instance-noise 0.1 --label-smoothing 0.1 --classifier ${MARROW_GAN_CLF} --out ${MARROW_GAN_SMOKE})
     set_tests_properties(example.gan.train_tiny PROPERTIES DEPENDS example.mnist_classifier.train_tiny
       PASS_REGULAR_EXPRESSION "\"fid\":[0-9]")
     add_test(NAME example.gan.hinge_tiny
-      COMMAND gan train --epochs 0 --steps 5 --loss hinge --ttur --d-dropout 0.3 --eval-samples 50 --threads 1
+      COMMAND gan train --preset dcgan --epochs 0 --steps 5 --loss hinge --ttur --d-dropout 0.3 --eval-samples 50 --threads 1
               --classifier /nonexistent/none.safetensors --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-hinge-smoke)
-    # PacGAN packing and the averaged generator, then sampling from that average.
+    # The plain DCGAN with PacGAN packing and the averaged generator, then sampling from that average;
+    # explicit flags win over the preset's.
     add_test(NAME example.gan.pack_average_tiny
-      COMMAND gan train --epochs 0 --steps 6 --pack 2 --g-avg --eval-samples 50 --threads 1
+      COMMAND gan train --preset dcgan --epochs 0 --steps 6 --pack 2 --g-avg --batch 32 --eval-samples 50 --threads 1
               --classifier /nonexistent/none.safetensors --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-pack-smoke)
+    set_tests_properties(example.gan.pack_average_tiny PROPERTIES PASS_REGULAR_EXPRESSION
+      "\"preset\":\"dcgan\",[^}]*\"batch\":32,[^}]*\"d-batchnorm\":true,[^}]*\"g-refine\":0,[^}]*\"pack\":2,\"g-avg\":true,[^}]*\"clusters\":0")
     add_test(NAME example.gan.sample_average_tiny
       COMMAND gan sample --ckpt ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-pack-smoke/checkpoint.safetensors --n 20 --threads 1
               --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-pack-smoke/samples-idx3-ubyte)
     set_tests_properties(example.gan.sample_average_tiny PROPERTIES DEPENDS example.gan.pack_average_tiny
       PASS_REGULAR_EXPRESSION "wrote 20 samples")
-    # Conditioning: on k-means clusters of the training images (no labels), sampled from the
-    # checkpoint's cluster frequencies; and on the dataset's labels.
+    # The default recipe (fewer clusters): conditioned on k-means clusters of the training images
+    # (no labels), sampled from the checkpoint's cluster frequencies; and on the dataset's labels.
     add_test(NAME example.gan.clusters_tiny
-      COMMAND gan train --epochs 0 --steps 6 --clusters 5 --pack 2 --g-avg --eval-samples 50 --threads 1
+      COMMAND gan train --epochs 0 --steps 6 --clusters 5 --eval-samples 50 --threads 1
               --classifier /nonexistent/none.safetensors --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-clusters-smoke)
-    set_tests_properties(example.gan.clusters_tiny PROPERTIES PASS_REGULAR_EXPRESSION "\"conditioning\":\"kmeans\",\"classes\":5")
+    set_tests_properties(example.gan.clusters_tiny PROPERTIES PASS_REGULAR_EXPRESSION
+      "\"preset\":\"selfcond\",[^}]*\"batch\":16,[^}]*\"d-batchnorm\":false,[^}]*\"g-refine\":2,[^}]*\"pack\":2,\"g-avg\":true,[^}]*\"max-minutes\":20[^}]*}.*\"conditioning\":{\"conditioning\":\"kmeans\",\"classes\":5")
     add_test(NAME example.gan.sample_clusters_tiny
       COMMAND gan sample --ckpt ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-clusters-smoke/checkpoint.safetensors --n 20
               --threads 1 --out ${CMAKE_CURRENT_BINARY_DIR}/runs/gan-clusters-smoke/samples-idx3-ubyte)
@@ -61,6 +66,8 @@ if(MARROW_BUILD_TESTS)
   endif()
   marrow_expect_exit(example.gan.unknown_flag 2 "--bogus" gan train --bogus 1)
   marrow_expect_exit(example.gan.batch_not_packs 2 "--batch 63 must be a multiple of --pack 2" gan train --batch 63 --pack 2)
+  marrow_expect_exit(example.gan.unknown_preset 2 "--preset: expected selfcond or dcgan, got 'wgan'" gan train
+    --preset wgan)
   marrow_expect_exit(example.gan.unknown_loss 2 "unknown GAN loss 'wgan'" gan train --loss wgan)
   marrow_expect_exit(example.gan.labels_and_clusters 2 "--class-labels and --clusters exclude each other" gan train
     --class-labels --clusters 10)

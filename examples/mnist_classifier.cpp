@@ -9,21 +9,16 @@
 // (/usr/share/datasets/fashion-mnist, package dataset-fashion-mnist).
 #include <omp.h>
 
-#include <cmath>
+#include <algorithm>
 #include <cstdio>
-#include <filesystem>
 
 #include <marrow/data/idx.hpp>
 #include <marrow/data/loader.hpp>
 #include <marrow/loss.hpp>
 #include <marrow/optim.hpp>
 #include <marrow/schedule.hpp>
-#include <marrow/train/checkpoint.hpp>
-#include <marrow/train/cli.hpp>
-#include <marrow/train/metrics.hpp>
-#include <marrow/train/monitor.hpp>
-#include <marrow/train/plot.hpp>
-#include <marrow/train/progress.hpp>
+#include <marrow/train/model_config.hpp>
+#include <marrow/train/run.hpp>
 #include <models/lenet.hpp>
 
 using namespace marrow;
@@ -108,14 +103,13 @@ struct Args {
   int log_every = 50;   // steps between metrics.jsonl lines
 };
 
-int train(Args a, const CommonFlags& common, const Json& config) {
+int train(const Args& a, const CommonFlags& common, const Json& config) {
   const std::string dir = common.data;
   data::Mnist tr = load_split(dir, "train"), te = load_split(dir, "t10k");
   const index_t N = tr.images.dim(0), per_epoch = N / a.batch;
   MARROW_CHECK(per_epoch >= 1, "mnist_classifier: ", N, " training images give no batch of ", a.batch);
   const std::int64_t total = common.epochs > 0 ? std::int64_t(common.epochs) * per_epoch : common.steps;
   MARROW_CHECK(total >= 1, "mnist_classifier: nothing to train (--epochs 0 and --steps 0)");
-  make_dirs(common.out);
 
   Rng rng(std::uint64_t(common.seed));
   LeNet<float> net(a.model, rng);
@@ -125,22 +119,20 @@ int train(Args a, const CommonFlags& common, const Json& config) {
   Checkpoint<float> ckpt(net);
   ckpt.add_state([&](const StateVisitor<float>& f) { opt.visit_state(f); });
   ckpt.add_rng("dropout", net.drop.rng);
-  const std::string ckpt_path = common.checkpoint_path();
-  std::int64_t step = ckpt.resume(ckpt_path, common.resume).step;
-  MARROW_CHECK(step <= total, "--resume: checkpoint ", ckpt_path, " is at step ", step, ", past the ", total, " steps asked for");
+  RunOptions ro;
+  ro.name = "lenet", ro.steps = total, ro.items_per_step = a.batch;
+  ro.plots = {{.file = "loss.png", .keys = {"loss"},
+               .options = {.title = "LeNet training loss", .xlabel = "step", .ylabel = "cross-entropy", .log_y = true}},
+              {.file = "accuracy.png", .keys = {"test_accuracy"},
+               .options = {.title = "LeNet test accuracy", .xlabel = "epoch", .ylabel = "fraction"}, .x_key = "epoch"}};
+  Run run(common, std::move(ro), config);
+  std::int64_t step = run.resume(ckpt);
 
   data::DataLoader<Batch> loader(N, [&](const std::vector<index_t>& idx, Rng&) { return gather(tr, idx); },
                                  {.batch_size = a.batch, .shuffle = true, .drop_last = true,
                                   .seed = std::uint64_t(common.seed)});
   for (std::int64_t k = 0; k < step; ++k) loader.next();  // a resumed run sees the batches it would have seen
 
-  MetricsLog log(common.out, common.resume);
-  StepTimer timer;
-  LossGuard guard;
-  guard.set_checkpoint(common.resume ? ckpt_path : "");
-  install_interrupt_handler();
-  Progress bar(total, "lenet", a.batch);
-  std::vector<double> xs, losses, ep_x, ep_acc;
   EvalResult last;
   bool evaluated = false;
   Tape<float> t;
@@ -149,17 +141,17 @@ int train(Args a, const CommonFlags& common, const Json& config) {
   while (step < total) {
     Batch b = loader.next();
     opt.set_lr(sched.at(step));
-    timer.start();
+    run.start_step();
     t.reset();
     Var<float> logits = net(t, t.input(b.x));
     Var<float> loss = cross_entropy(t, logits, b.y);
     t.backward(loss);
     opt.step();
     opt.zero_grad();
-    timer.stop();
+    run.stop_step();
     ++step;
     const double l = double(loss.item());
-    guard.check(l, step);
+    run.check_finite(l, step);
     const float* z = logits.value().data();
     const index_t C = a.model.classes;
     double right = 0;
@@ -167,68 +159,45 @@ int train(Args a, const CommonFlags& common, const Json& config) {
       right += (std::max_element(z + i * C, z + (i + 1) * C) - (z + i * C)) == b.y[i];
     run_loss += l, run_acc += right / double(b.y.numel()), ++run_n;
     if (step % a.log_every == 0 || step == total) {
-      log.log({{"step", step}, {"epoch", double(step) / double(per_epoch)}, {"loss", run_loss / run_n},
+      run.log({{"step", step}, {"epoch", double(step) / double(per_epoch)}, {"loss", run_loss / run_n},
                {"train_accuracy", run_acc / run_n}, {"lr", double(opt.lr())}});
-      xs.push_back(double(step));
-      losses.push_back(run_loss / run_n);
       run_loss = run_acc = 0, run_n = 0;
     }
-    bar.update(step, {{"loss", l}});
+    run.progress(step, {{"loss", l}});
     const bool epoch_end = step % per_epoch == 0 || step == total;
     if (epoch_end) {
       last = evaluate(net, te);
       evaluated = true;
-      ep_x.push_back(double(step) / double(per_epoch));
-      ep_acc.push_back(100.0 * last.accuracy);
-      log.log({{"step", step}, {"epoch", double(step) / double(per_epoch)}, {"test_accuracy", last.accuracy},
+      run.log({{"step", step}, {"epoch", double(step) / double(per_epoch)}, {"test_accuracy", last.accuracy},
                {"test_loss", last.loss}});
       char buf[128];
       std::snprintf(buf, sizeof buf, "epoch %.2f: test accuracy %.2f %%, test loss %.4f", double(step) / double(per_epoch),
                     100.0 * last.accuracy, last.loss);
-      bar.message(buf);
+      run.message(buf);
     }
-    if (epoch_end || interrupted()) {
-      ckpt.save(ckpt_path, step, config.dump());
-      guard.set_checkpoint(ckpt_path);
-      if (interrupted()) {
-        bar.message("interrupted: checkpoint saved to " + ckpt_path);
-        return 1;
-      }
+    if (epoch_end || run.interrupted()) {
+      run.save(ckpt, step, model_config_metadata(a.model));
+      if (run.interrupted()) return run.interrupted_exit();
     }
   }
-  bar.finish();
   if (!evaluated) last = evaluate(net, te);
-  if (!xs.empty())
-    plot_png(common.out + "/loss.png", {{"train loss", xs, losses}},
-             {.title = "LeNet training loss", .xlabel = "step", .ylabel = "cross-entropy", .log_y = true});
-  if (!ep_x.empty())
-    plot_png(common.out + "/accuracy.png", {{"test accuracy %", ep_x, ep_acc}},
-             {.title = "LeNet test accuracy", .xlabel = "epoch", .ylabel = "%"});
   Json per_class = Json::array();
   for (double v : last.per_class) per_class.push_back(v);
-  Json summary = write_summary(common.out, timer,
-                               {{"test_accuracy", last.accuracy},
-                                {"test_loss", last.loss},
-                                {"per_class_accuracy", per_class},
-                                {"dataset", dataset_name(dir)},
-                                {"steps", step},
-                                {"epochs", double(step) / double(per_epoch)},
-                                {"parameters", count_parameters<float>(net)},
-                                {"checkpoint", ckpt_path},
-                                {"seed", common.seed}});
-  std::printf("%s\n", summary.dump().c_str());
+  run.finish({{"test_accuracy", last.accuracy},
+              {"test_loss", last.loss},
+              {"per_class_accuracy", per_class},
+              {"dataset", dataset_name(dir)},
+              {"steps", step},
+              {"epochs", double(step) / double(per_epoch)},
+              {"parameters", count_parameters<float>(net)},
+              {"checkpoint", run.checkpoint_path()}});
   return 0;
 }
 
 int eval(const CommonFlags& common) {
   const std::string path = common.checkpoint_path();
-  const safetensors::File f = safetensors::read(path);
-  const CheckpointInfo info = Checkpoint<float>::info_of(f, path);
-  MARROW_CHECK(!info.config.empty(), "mnist_classifier eval: ", path, " has no config (not a classifier checkpoint?)");
-  const Json cfg = Json::parse(info.config);
-  MARROW_CHECK(cfg.find("model") != nullptr, "mnist_classifier eval: ", path, " has no model config");
   Rng rng(0);
-  LeNet<float> net(LeNetConfig::from_json(cfg.at("model")), rng);
+  LeNet<float> net(model_config_from_checkpoint<LeNetConfig>(path, "mnist_classifier"), rng);
   load_weights<float>(path, net);
   const data::Mnist te = load_split(common.data, "t10k");
   EvalResult r = evaluate(net, te);
@@ -267,7 +236,6 @@ int main(int argc, char** argv) {
     if (common.threads > 0) omp_set_num_threads(common.threads);
     if (cmd == "train") {
       Json config = cli.values();
-      config.set("model", a.model.to_json());
       config.set("dataset", dataset_name(common.data));
       return train(a, common, config);
     }

@@ -1,6 +1,6 @@
 #pragma once
 // A LeNet-5-style digit classifier with BatchNorm, ReLU and max-pooling: the
-// yardstick the GAN metrics measure with (gan_metrics.hpp). Its penultimate
+// yardstick the GAN metrics measure with (dcgan/metrics.hpp). Its penultimate
 // features feed the Fréchet distance, its class probabilities the score and
 // the class histogram.
 //
@@ -18,7 +18,6 @@
 #include <marrow/nn/module.hpp>
 #include <marrow/ops/pool.hpp>
 #include <marrow/ops/shape.hpp>
-#include <marrow/train/json.hpp>
 
 namespace marrow::lenet {
 
@@ -32,20 +31,23 @@ struct LeNetConfig {
   int classes = 10;       // outputs
   double dropout = 0.2;   // before the last layer, in training only
 
-  Json to_json() const {
-    return Json::object({{"in_ch", in_ch}, {"image", image}, {"c1", c1}, {"c2", c2}, {"kernel", kernel},
-                         {"hidden", hidden}, {"classes", classes}, {"dropout", dropout}});
+  // Every field has been in every checkpoint since the first: all are required.
+  template <class F> void fields(F& f) {
+    f("in_ch", in_ch);
+    f("image", image);
+    f("c1", c1);
+    f("c2", c2);
+    f("kernel", kernel);
+    f("hidden", hidden);
+    f("classes", classes);
+    f("dropout", dropout);
   }
-  // Missing keys keep their defaults, so older checkpoints still load.
-  static LeNetConfig from_json(const Json& j) {
-    LeNetConfig c;
-    auto get = [&](const char* k, int& v) {
-      if (const Json* p = j.find(k)) v = int(p->as_int());
-    };
-    get("in_ch", c.in_ch), get("image", c.image), get("c1", c.c1), get("c2", c.c2);
-    get("kernel", c.kernel), get("hidden", c.hidden), get("classes", c.classes);
-    if (const Json* p = j.find("dropout")) c.dropout = p->as_double();
-    return c;
+  void validate() const {
+    MARROW_CHECK(in_ch > 0 && c1 > 0 && c2 > 0 && hidden > 0 && classes > 1,
+                 "LeNet: sizes must be positive (and classes > 1), got in_ch ", in_ch, ", c1 ", c1, ", c2 ", c2,
+                 ", hidden ", hidden, ", classes ", classes);
+    MARROW_CHECK(image >= 4 && image % 4 == 0, "LeNet: image side ", image, " must be a positive multiple of 4");
+    MARROW_CHECK(kernel >= 1 && kernel % 2 == 1, "LeNet: kernel ", kernel, " must be odd");
   }
 };
 
@@ -62,7 +64,7 @@ template <class T> struct LeNet {
 
   // Conv and fc1 carry no bias: the BatchNorm right after subtracts it again.
   LeNet(const LeNetConfig& c, Rng& rng)
-      : cfg(checked(c)),
+      : cfg((c.validate(), c)),
         conv1(c.in_ch, c.c1, c.kernel, rng, {.padding = c.kernel / 2, .bias = false}),
         bn1(c.c1),
         conv2(c.c1, c.c2, c.kernel, rng, {.padding = c.kernel / 2, .bias = false}),
@@ -98,16 +100,6 @@ template <class T> struct LeNet {
     bn3.visit(v, join_name(prefix, "bn3"));
     drop.visit(v, join_name(prefix, "drop"));
     fc2.visit(v, join_name(prefix, "fc2"));
-  }
-
- private:
-  static const LeNetConfig& checked(const LeNetConfig& c) {
-    MARROW_CHECK(c.in_ch > 0 && c.c1 > 0 && c.c2 > 0 && c.hidden > 0 && c.classes > 1,
-                 "LeNet: sizes must be positive (and classes > 1), got in_ch ", c.in_ch, ", c1 ", c.c1, ", c2 ", c.c2,
-                 ", hidden ", c.hidden, ", classes ", c.classes);
-    MARROW_CHECK(c.image >= 4 && c.image % 4 == 0, "LeNet: image side ", c.image, " must be a positive multiple of 4");
-    MARROW_CHECK(c.kernel >= 1 && c.kernel % 2 == 1, "LeNet: kernel ", c.kernel, " must be odd");
-    return c;
   }
 };
 

@@ -2,8 +2,10 @@
 #include "testing.hpp"
 
 #include <cmath>
-#include <models/dcgan.hpp>
-#include <models/gan_metrics.hpp>
+#include <marrow/train/model_config.hpp>
+#include <models/dcgan/metrics.hpp>
+#include <models/dcgan/sample.hpp>
+#include <models/dcgan/train.hpp>
 #include <models/lenet.hpp>
 
 using namespace marrow;
@@ -17,6 +19,21 @@ DcganConfig tiny_gan(bool bn = true, double dropout = 0.0, int pack = 1) {
   c.z_dim = 3, c.image = 8, c.channels = 1, c.g_width = 2, c.d_width = 2;
   c.d_batchnorm = bn, c.d_dropout = dropout, c.pack = pack;
   return c;
+}
+
+// One D update, then one G update on the same fakes: the step of gan train.
+struct Step {
+  DStats d;
+  double loss_g = 0, noise_std = 0;
+};
+Step train_step(Trainer<float>& tr, std::int64_t step, const Tensor<float>& real, const Tensor<std::int32_t>& y = {}) {
+  Step s;
+  s.noise_std = noise_std_at(tr.opt, step);
+  Var<float> fake = tr.fakes(real.dim(0), y);
+  s.d = tr.d_step(real, fake.value(), y, s.noise_std);
+  s.loss_g = tr.g_step(fake, y, s.noise_std);
+  tr.update_average(step);
+  return s;
 }
 
 // Every parameter of G and D, through D's loss (fakes not detached, so G is
@@ -121,7 +138,7 @@ TEST_CASE("dcgan: shapes, ranges and parameter names") {
   // Refinement layers sit between bn0 and up1, keep the 7x7x128 shape, and survive the config's JSON.
   DcganConfig rc;
   rc.g_refine = 1;
-  CHECK(DcganConfig::from_json(rc.to_json()).g_refine == 1);
+  CHECK(config_from_json<DcganConfig>(config_to_json(rc), "x").g_refine == 1);
   Dcgan<float> r(rc, rng);
   auto rs = parameters<float>(r);
   REQUIRE(rs.size() == 18);
@@ -129,6 +146,31 @@ TEST_CASE("dcgan: shapes, ranges and parameter names") {
   CHECK(rs[4].name == "generator.refine_bn0.weight");
   CHECK(r.g.refine[0].conv.weight.shape() == Shape{128, 128, 3, 3});
   CHECK(r.g(t, t.input(randn<float>({2, 100}, rng))).shape() == Shape{2, 1, 28, 28});
+}
+
+TEST_CASE("dcgan: a checkpoint's config needs the first checkpoints' fields; later ones default to the plain DCGAN") {
+  const Json first = Json::parse(R"({"z_dim":100,"image":28,"channels":1,"g_width":64,"d_width":64,)"
+                                 R"("d_batchnorm":true,"d_dropout":0,"leak":0.2})");
+  const DcganConfig c = config_from_json<DcganConfig>(first, "old");
+  CHECK(c.g_refine == 0);
+  CHECK(c.pack == 1);
+  CHECK(!c.averaged_g);
+  CHECK(c.classes == 0);
+  for (const char* field : {"z_dim", "image", "channels", "g_width", "d_width", "d_batchnorm", "d_dropout", "leak"}) {
+    Json j = Json::object();
+    for (auto& [k, v] : first.members())
+      if (k != field) j.set(k, v);
+    const std::string missing = std::string("no field '") + field + "'";
+    CHECK_THROWS_WITH(config_from_json<DcganConfig>(j, "old"), doctest::Contains(missing.c_str()));
+  }
+  DcganConfig full;
+  full.g_refine = 2, full.pack = 2, full.averaged_g = true, full.classes = 7, full.d_batchnorm = false;
+  const DcganConfig r = config_from_json<DcganConfig>(config_to_json(full), "x");
+  CHECK((r.g_refine == 2 && r.pack == 2 && r.averaged_g && r.classes == 7 && !r.d_batchnorm));
+  CHECK_THROWS_WITH(config_from_json<DcganConfig>(Json::parse(R"({"z_dim":100,"image":30,"channels":1,"g_width":64,)"
+                                                              R"("d_width":64,"d_batchnorm":true,"d_dropout":0,"leak":0.2})"),
+                                                  "x"),
+                    doctest::Contains("image side 30"));
 }
 
 TEST_CASE("dcgan: bad shapes and configs name the cause") {
@@ -182,24 +224,23 @@ TEST_CASE("dcgan: a training step updates both nets and leaves no gradient behin
   Rng rng(1);
   Tensor<float> real = uniform<float>({6, 1, 8, 8}, rng, -1.0, 1.0);
   const Tensor<float> g0 = tr.model.g.up2.weight.value().clone(), d0 = tr.model.d.c1.weight.value().clone();
-  StepStats s = tr.train_step(real);
-  CHECK(std::isfinite(s.loss_d));
+  Step s = train_step(tr, 0, real);
+  CHECK(std::isfinite(s.d.loss));
   CHECK(std::isfinite(s.loss_g));
-  CHECK(s.d_real > 0.0);
-  CHECK(s.d_real < 1.0);
+  CHECK(s.d.d_real > 0.0);
+  CHECK(s.d.d_real < 1.0);
   CHECK(s.noise_std == doctest::Approx(0.1));
-  CHECK(tr.step == 1);
   CHECK((tr.model.g.up2.weight.value().arr() - g0.arr()).abs().maxCoeff() > 0.0f);
   CHECK((tr.model.d.c1.weight.value().arr() - d0.arr()).abs().maxCoeff() > 0.0f);
   for (auto& p : parameters<float>(tr.model)) {
     CHECK_MESSAGE(p.param->requires_grad(), p.name);  // D unfrozen again after the G update
     if (p.param->has_grad()) CHECK_MESSAGE(p.param->grad().arr().abs().maxCoeff() == 0.0f, p.name);
   }
-  CHECK(tr.train_step(real).noise_std == doctest::Approx(0.09));
-  Tensor<float> imgs = tr.generate(randn<float>({5, 3}, rng), {}, 2);
+  CHECK(train_step(tr, 1, real).noise_std == doctest::Approx(0.09));
+  Tensor<float> imgs = generate(tr.model.sampler(), randn<float>({5, 3}, rng), {}, 2);
   CHECK(imgs.shape() == Shape{5, 1, 8, 8});
   CHECK(tr.model.g.bn0.training);  // generate() restores train mode
-  CHECK_THROWS_WITH(tr.train_step(zeros<float>({6, 1, 4, 4})), doctest::Contains("gan train_step: batch (6, 1, 4, 4)"));
+  CHECK_THROWS_WITH(train_step(tr, 2, zeros<float>({6, 1, 4, 4})), doctest::Contains("gan d_step: batch (6, 1, 4, 4)"));
 }
 
 TEST_CASE("dcgan: packing judges adjacent samples together") {
@@ -218,8 +259,8 @@ TEST_CASE("dcgan: packing judges adjacent samples together") {
   CHECK_THROWS_WITH(m.d(t, t.input(zeros<float>({3, 1, 8, 8}))), doctest::Contains("batch 3 is not a multiple of pack 2"));
   TrainOptions o;
   Trainer<float> tr(tiny_gan(true, 0.0, 2), o, 1);
-  CHECK_THROWS_WITH(tr.train_step(zeros<float>({3, 1, 8, 8})), doctest::Contains("multiple of pack 2"));
-  CHECK(std::isfinite(tr.train_step(uniform<float>({4, 1, 8, 8}, rng, -1.0, 1.0)).loss_d));
+  CHECK_THROWS_WITH(train_step(tr, 0, zeros<float>({3, 1, 8, 8})), doctest::Contains("multiple of pack 2"));
+  CHECK(std::isfinite(train_step(tr, 0, uniform<float>({4, 1, 8, 8}, rng, -1.0, 1.0)).d.loss));
 }
 
 TEST_CASE("dcgan: the averaged generator follows G and is what generate() samples") {
@@ -240,7 +281,7 @@ TEST_CASE("dcgan: the averaged generator follows G and is what generate() sample
   CHECK(names[15].name == "generator_avg.fc.weight");
   const Tensor<float> a0 = avg.up1.weight.value().clone(), v0 = avg.bn1.running_var.clone();
   Rng rng(4);
-  tr.train_step(uniform<float>({6, 1, 8, 8}, rng, -1.0, 1.0));
+  train_step(tr, 0, uniform<float>({6, 1, 8, 8}, rng, -1.0, 1.0));
   // step 0 decays by 0.1: avg = 0.1·old + 0.9·G
   const Tensor<float>& g1 = tr.model.g.up1.weight.value();
   CHECK((avg.up1.weight.value().arr() - (0.1f * a0.arr() + 0.9f * g1.arr())).abs().maxCoeff() < 1e-7f);
@@ -248,15 +289,15 @@ TEST_CASE("dcgan: the averaged generator follows G and is what generate() sample
         1e-7f);
   CHECK((avg.up1.weight.value().arr() - g1.arr()).abs().maxCoeff() > 0.0f);
   Tensor<float> z = randn<float>({4, 3}, rng);
-  const Tensor<float> from_avg = Trainer<float>::generate_with(avg, z);
-  CHECK((tr.generate(z).arr() - from_avg.arr()).abs().maxCoeff() == 0.0f);
-  CHECK(DcganConfig::from_json(c.to_json()).averaged_g);
+  CHECK(&tr.model.sampler() == &avg);
+  CHECK((generate(avg, z).arr() - generate(tr.model.g, z).arr()).abs().maxCoeff() > 0.0f);
+  CHECK(config_from_json<DcganConfig>(config_to_json(c), "x").averaged_g);
 }
 
 TEST_CASE("dcgan: a conditioned model takes class ids everywhere and samples them from its prior") {
   DcganConfig c = tiny_gan(false);
   c.classes = 4;
-  CHECK(DcganConfig::from_json(c.to_json()).classes == 4);
+  CHECK(config_from_json<DcganConfig>(config_to_json(c), "x").classes == 4);
   TrainOptions o;
   Trainer<float> tr(c, o, 9);
   Dcgan<float>& m = tr.model;
@@ -268,10 +309,10 @@ TEST_CASE("dcgan: a conditioned model takes class ids everywhere and samples the
   // The prior decides the draws: all mass on class 2, then half on 0 and half on 3.
   m.class_prior = Tensor<float>({4}, {0, 0, 1, 0});
   Rng rng(6);
-  Tensor<std::int32_t> y = m.draw_labels(50, rng);
+  Tensor<std::int32_t> y = draw_labels(m, 50, rng);
   for (index_t i = 0; i < 50; ++i) CHECK(y[i] == 2);
   m.class_prior = Tensor<float>({4}, {0.5f, 0, 0, 0.5f});
-  y = m.draw_labels(2000, rng);
+  y = draw_labels(m, 2000, rng);
   int zeros_seen = 0;
   for (index_t i = 0; i < 2000; ++i) {
     CHECK((y[i] == 0 || y[i] == 3));
@@ -282,7 +323,7 @@ TEST_CASE("dcgan: a conditioned model takes class ids everywhere and samples the
   // The class changes G's output for the same z, and D's logit for the same image.
   Tensor<float> z = randn<float>({2, 3}, rng);
   for (index_t i = 3; i < 6; ++i) z[i] = z[i - 3];
-  const Tensor<float> x = tr.generate(z, Tensor<std::int32_t>({2}, {0, 1}));
+  const Tensor<float> x = generate(m.sampler(), z, Tensor<std::int32_t>({2}, {0, 1}));
   CHECK((x.arr().head(64) - x.arr().tail(64)).abs().maxCoeff() > 1e-4f);
   Tape<float> t;
   Tensor<float> img = uniform<float>({2, 1, 8, 8}, rng, -1.0, 1.0);
@@ -292,17 +333,17 @@ TEST_CASE("dcgan: a conditioned model takes class ids everywhere and samples the
   // A training step with the real images' classes moves the class vectors too.
   const Tensor<float> e0 = m.d.embed.value().clone();
   Tensor<float> real = uniform<float>({4, 1, 8, 8}, rng, -1.0, 1.0);
-  CHECK(std::isfinite(tr.train_step(real, Tensor<std::int32_t>({4}, {0, 1, 1, 3})).loss_d));
+  CHECK(std::isfinite(train_step(tr, 0, real, Tensor<std::int32_t>({4}, {0, 1, 1, 3})).d.loss));
   CHECK((m.d.embed.value().arr() - e0.arr()).abs().maxCoeff() > 0.0f);
   // Missing, extra and out-of-range ids name the cause.
-  CHECK_THROWS_WITH(tr.train_step(real), doctest::Contains("Generator: a model conditioned on 4 classes needs (4) class ids, got none"));
-  CHECK_THROWS_WITH(tr.train_step(real, Tensor<std::int32_t>({4}, {0, 1, 4, 3})),
+  CHECK_THROWS_WITH(train_step(tr, 1, real), doctest::Contains("Generator: a model conditioned on 4 classes needs (4) class ids, got none"));
+  CHECK_THROWS_WITH(train_step(tr, 1, real, Tensor<std::int32_t>({4}, {0, 1, 4, 3})),
                     doctest::Contains("class id 4 at 2 is not in [0, 4)"));
-  CHECK_THROWS_WITH(tr.generate(z, Tensor<std::int32_t>({3}, {0, 1, 2})),
+  CHECK_THROWS_WITH(generate(m.sampler(), z, Tensor<std::int32_t>({3}, {0, 1, 2})),
                     doctest::Contains("generate: a model conditioned on 4 classes needs (2) class ids, got (3,)"));
   Trainer<float> plain(tiny_gan(), o, 9);
-  CHECK(!plain.model.draw_labels(5, rng).defined());
-  CHECK_THROWS_WITH(plain.train_step(real, Tensor<std::int32_t>({4}, {0, 1, 1, 3})),
+  CHECK(!draw_labels(plain.model, 5, rng).defined());
+  CHECK_THROWS_WITH(train_step(plain, 0, real, Tensor<std::int32_t>({4}, {0, 1, 1, 3})),
                     doctest::Contains("Generator: class ids given to an unconditional model"));
 }
 
@@ -331,12 +372,16 @@ TEST_CASE("lenet: shapes, config round trip and errors") {
   auto o = net.forward(t, t.input(randn<float>({3, 1, 28, 28}, rng)));
   CHECK(o.features.shape() == Shape{3, 128});
   CHECK(o.logits.shape() == Shape{3, 10});
-  LeNetConfig d = LeNetConfig::from_json(Json::parse(c.to_json().dump()));
+  LeNetConfig d = config_from_json<LeNetConfig>(Json::parse(config_to_json(c).dump()), "x");
   CHECK(d.c1 == c.c1);
   CHECK(d.hidden == c.hidden);
   CHECK(d.dropout == c.dropout);
   CHECK_THROWS_WITH(net(t, t.input(zeros<float>({2, 1, 32, 32}))),
                     doctest::Contains("LeNet: input (2, 1, 32, 32) is not (N, 1, 28, 28)"));
+  CHECK_THROWS_WITH(config_from_json<LeNetConfig>(Json::parse(R"({"in_ch":1,"image":28,"c1":16,"c2":32,"kernel":5,)"
+                                                              R"("hidden":128,"classes":10})"),
+                                                  "x"),
+                    doctest::Contains("no field 'dropout'"));  // every field has been in every checkpoint
   LeNetConfig bad;
   bad.kernel = 4;
   CHECK_THROWS_WITH(LeNet<float>(bad, rng), doctest::Contains("kernel 4 must be odd"));

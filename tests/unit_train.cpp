@@ -170,6 +170,14 @@ TEST_CASE("cli: parse_or_exit and run_main map outcomes to exit codes 0 / 2 / 1"
   CHECK(rc_of([] { return 0; }) == 0);
 }
 
+TEST_CASE("cli: peek reads one flag's value before the flags are registered") {
+  const char* argv[] = {"prog", "train", "--preset", "dcgan", "--batch=8", "--steps"};
+  CHECK(Cli::peek(6, argv, "preset", "best") == "dcgan");
+  CHECK(Cli::peek(6, argv, "batch", "64") == "8");
+  CHECK(Cli::peek(6, argv, "steps", "5") == "5");  // no value follows
+  CHECK(Cli::peek(6, argv, "seed", "1") == "1");
+}
+
 TEST_CASE("cli: CommonFlags registers the shared flags") {
   CommonFlags c;
   c.steps = 200;
@@ -532,6 +540,20 @@ TEST_CASE("model config: one JSON object in the checkpoint, read back strictly b
   save_weights<float>(dir / "w.safetensors", net);
   CHECK_THROWS_WITH_AS(model_config_from_checkpoint<TinyConfig>(dir / "w.safetensors", "tiny"),
                        ("checkpoint " + (dir / "w.safetensors") + " has no model config (not a tiny checkpoint?)").c_str(),
+                       Error);
+}
+
+TEST_CASE("model config: a checkpoint from before the 'model' entry keeps its config in the run's config") {
+  TempDir dir;
+  Rng rng(0);
+  Linear<float> net(2, 2, rng);
+  Json run = Json::object({{"steps", 10}});
+  run.set("model", Json::parse(R"({"width":5,"dropout":0.5,"bias":true,"act":"relu","pad":"same"})"));
+  Checkpoint<float>(net).save(dir / "old.safetensors", 3, run.dump());
+  CHECK(model_config_from_checkpoint<TinyConfig>(dir / "old.safetensors", "tiny").width == 5);
+  Checkpoint<float>(net).save(dir / "none.safetensors", 3, R"({"steps":10})");
+  CHECK_THROWS_WITH_AS(model_config_from_checkpoint<TinyConfig>(dir / "none.safetensors", "tiny"),
+                       ("checkpoint " + (dir / "none.safetensors") + " has no model config (not a tiny checkpoint?)").c_str(),
                        Error);
 }
 

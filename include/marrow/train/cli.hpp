@@ -144,6 +144,19 @@ class Cli {
 
   bool help_requested() const { return help_; }
 
+  // The value of `--name VALUE` (or `--name=VALUE`) in argv, or `fallback`: for
+  // a flag that picks the defaults of others (a preset), read before they are
+  // registered so that --help shows the defaults it picked.
+  static std::string peek(int argc, const char* const* argv, const std::string& name, const std::string& fallback) {
+    const std::string key = "--" + name;
+    for (int i = 1; i < argc; ++i) {
+      const std::string s = argv[i];
+      if (s == key && i + 1 < argc) return argv[i + 1];
+      if (s.rfind(key + "=", 0) == 0) return s.substr(key.size() + 1);
+    }
+    return fallback;
+  }
+
   std::string help() const {
     std::string s = "usage: " + program_ + (commands_.empty() ? "" : " <command>") + " [flags]\n";
     if (!about_.empty()) s += about_ + "\n";

@@ -104,15 +104,24 @@ template <class C> std::map<std::string, std::string> model_config_metadata(cons
 
 // The configuration a checkpoint was trained with. `model` names the binary in
 // the error when the file holds none (another model's checkpoint, a bare weights file).
+// Checkpoints written before this entry existed kept the model's config as the
+// "model" member of the run's config; those are read from there.
 template <class C> C model_config_from_checkpoint(const CheckpointInfo& info, const std::string& path, const char* model) {
-  auto it = info.metadata.find(kModelConfigKey);
-  MARROW_CHECK(it != info.metadata.end(), "checkpoint ", path, " has no model config (not a ", model, " checkpoint?)");
+  auto parse = [&](const std::string& text, const char* what) {
+    try {
+      return Json::parse(text);
+    } catch (const Error& e) {
+      throw Error(detail::cat("checkpoint ", path, ": ", what, " is not JSON: ", e.what()));
+    }
+  };
   Json j;
-  try {
-    j = Json::parse(it->second);
-  } catch (const Error& e) {
-    throw Error(detail::cat("checkpoint ", path, ": model config is not JSON: ", e.what()));
+  if (auto it = info.metadata.find(kModelConfigKey); it != info.metadata.end()) {
+    j = parse(it->second, "model config");
+  } else if (!info.config.empty()) {
+    const Json run = parse(info.config, "run config");
+    if (const Json* m = run.is_object() ? run.find(kModelConfigKey) : nullptr) j = *m;
   }
+  MARROW_CHECK(!j.is_null(), "checkpoint ", path, " has no model config (not a ", model, " checkpoint?)");
   return config_from_json<C>(j, "checkpoint " + path);
 }
 template <class C> C model_config_from_checkpoint(const std::string& path, const char* model) {

@@ -136,13 +136,18 @@ class Run {
     return 1;
   }
 
+  // The plots from metrics.jsonl as it stands; also mid-run, for a long run worth watching.
+  void draw_plots() const {
+    for (const RunPlot& p : o_.plots) plot_metrics(log_.path(), path(p.file), p.keys, p.x_key, p.options);
+  }
+
   // ---- the end -------------------------------------------------------------------------------
   // Ends the progress line, draws the plots, writes summary.json (wall_s,
   // ms_per_step median, peak_rss_mb, threads, seed, config, then `fields`) and
   // prints it on stdout.
   Json finish(const Json& fields = Json::object()) {
     bar_.finish();
-    for (const RunPlot& p : o_.plots) plot_metrics(log_.path(), path(p.file), p.keys, p.x_key, p.options);
+    draw_plots();
     Json all = Json::object({{"threads", omp_get_max_threads()}, {"seed", flags_.seed}, {"config", config_}});
     for (auto& [k, v] : fields.members()) all.set(k, v);
     const Json s = write_summary(flags_.out, timer_, all);

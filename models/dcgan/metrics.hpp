@@ -1,6 +1,6 @@
 #pragma once
 // How good and how diverse are generated digits, measured through the LeNet
-// classifier (lenet.hpp) instead of Inception:
+// classifier (models/lenet.hpp) instead of Inception:
 //
 //   FID    ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½   on penultimate features
 //   score  exp(E_x[KL(p(y|x) ‖ p(y))])                         (the Inception Score's formula)
@@ -22,7 +22,7 @@
 
 #include <marrow/tape.hpp>
 #include <marrow/ops/nn.hpp>
-#include "lenet.hpp"
+#include "../lenet.hpp"
 
 namespace marrow::gan {
 
