@@ -61,17 +61,6 @@ Args preset(const std::string& env, const std::string& which) {
   return a;
 }
 
-// The value of `--name` (or `--name=value`) in argv, if given: presets are chosen before flags are registered.
-std::string peek_flag(int argc, char** argv, const std::string& name, const std::string& fallback) {
-  const std::string key = "--" + name;
-  for (int i = 1; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s == key && i + 1 < argc) return argv[i + 1];
-    if (s.rfind(key + "=", 0) == 0) return s.substr(key.size() + 1);
-  }
-  return fallback;
-}
-
 void add_args(Cli& cli, Args& a) {
   cli.flag("env", a.env, "environment: CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCarContinuous-v0");
   cli.flag("num-envs", a.num_envs, "environments stepped in lockstep").min(1);
@@ -245,8 +234,8 @@ template <class Env> int evaluate(const std::string& ckpt_path, const Args& a, i
 
 int main(int argc, char** argv) {
   return run_main("ppo", [&] {
-    const std::string env = peek_flag(argc, argv, "env", "CartPole-v1");
-    const std::string which = peek_flag(argc, argv, "preset", "tuned");
+    const std::string env = Cli::peek(argc, argv, "env", "CartPole-v1");
+    const std::string which = Cli::peek(argc, argv, "preset", "tuned");
     Args a = preset(env, which);
     CommonFlags common;
     common.out = "runs/ppo";
