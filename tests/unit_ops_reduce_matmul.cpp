@@ -42,7 +42,7 @@ TEST_CASE("ops: reduction values and shapes") {
   CHECK(mean(t, x, {0}).value()[2] == 3.5);
   CHECK(max(t, x, {1}).value()[0] == 2.0);
   CHECK(var(t, x, {1}).value()[0] == doctest::Approx(1.0));
-  CHECK(var(t, x, {1}, false, 0).value()[0] == doctest::Approx(2.0 / 3.0));
+  CHECK(var(t, x, {1}, false, 0).value()[0] == doctest::Approx(2.0 / 3.0).scale(0));
   auto big = t.input(Tensor<double>({2}, {1000.0, 1000.0}));
   CHECK(logsumexp(t, big).item() == doctest::Approx(1000.0 + std::log(2.0)));
   CHECK_THROWS_WITH_AS(sum(t, x, {2}), doctest::Contains("sum: axis 2 out of range"), Error);
