@@ -44,13 +44,15 @@ void write_file(const std::string& path, const std::vector<std::uint8_t>& b) {
   f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
 }
 
-// The shared data sets, or "" when this machine has none.
+// The shared data sets: $MARROW_SHARED_DATA, else shared/data inside or beside the
+// source tree; "" when this machine has none.
 std::string shared_data() {
   if (const char* e = std::getenv("MARROW_SHARED_DATA"); e && *e) return fs::is_directory(e) ? e : "";
 #ifdef MARROW_SOURCE_DIR
-  if (fs::is_directory(std::string(MARROW_SOURCE_DIR) + "/shared/data")) return std::string(MARROW_SOURCE_DIR) + "/shared/data";
+  for (const char* rel : {"/shared/data", "/../shared/data"})
+    if (fs::is_directory(std::string(MARROW_SOURCE_DIR) + rel)) return std::string(MARROW_SOURCE_DIR) + rel;
 #endif
-  return fs::is_directory("/work/shared/data") ? "/work/shared/data" : "";
+  return "";
 }
 #define MARROW_NEED_SHARED(sub)                                                      \
   const std::string shared = shared_data();                                          \
