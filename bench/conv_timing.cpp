@@ -1,5 +1,5 @@
 // Forward+backward timing of marrow's convolution ops at the shapes of
-// /work/shared/bench/ops_peer.py (float, loss = sum of the output).
+// ../shared/bench/ops_peer.py (float, loss = sum of the output).
 // Not part of the CMake build:
 //   g++ -std=c++20 -O2 -march=native -fopenmp -Iinclude -I/usr/include/eigen3 bench/conv_timing.cpp -o conv_timing
 //   OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive ./conv_timing [reps] [extra] [levels|color]
@@ -42,13 +42,15 @@ static void timed(const char* name, int reps, const std::function<void()>& fn) {
 
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::atoi(argv[1]) : 20;
+  KernelConfig config = kernel_config();
   // MARROW_WINOGRAD=off|on forces conv2d's 3x3 stride-1 kernel (default: chosen by shape).
   if (const char* m = std::getenv("MARROW_WINOGRAD"))
-    detail::conv_winograd = std::string(m) == "off" ? detail::WinogradMode::Off
-                            : std::string(m) == "on" ? detail::WinogradMode::On
-                                                     : detail::WinogradMode::Auto;
+    config.winograd = std::string(m) == "off" ? WinogradMode::Off
+                      : std::string(m) == "on" ? WinogradMode::On
+                                               : WinogradMode::Auto;
   // MARROW_WINO_GATHER=N: Winograd gathers tiles on planes up to N tiles wide (default 4).
-  if (const char* m = std::getenv("MARROW_WINO_GATHER")) detail::wino_gather_max_tw = std::atoi(m);
+  if (const char* m = std::getenv("MARROW_WINO_GATHER")) config.wino_gather_max_tw = std::atoi(m);
+  const ScopedKernelConfig scope(config);
   Rng rng(0);
   Tape<float> t;
   struct L { const char* name; Shape x, w; int s; };

@@ -35,12 +35,12 @@ const GradcheckOptions kLinear{.h = 1e-3};
 
 double dot(const Tensor<double>& a, const Tensor<double>& b) { return (a.arr() * b.arr()).sum(); }
 
-// Run a body with tiny column bands (one kernel reach of rows each), then restore.
+// Run a body with tiny column bands (one kernel reach of rows each).
 template <class F> void with_tiny_bands(F&& f) {
-  const std::size_t saved = detail::conv_band_bytes;
-  detail::conv_band_bytes = 1;
+  KernelConfig c = kernel_config();
+  c.conv_band_bytes = 1;
+  const ScopedKernelConfig scope(c);
   f();
-  detail::conv_band_bytes = saved;
 }
 
 void check_values(const Tensor<double>& got, std::initializer_list<double> want) {
@@ -137,36 +137,44 @@ TEST_CASE("conv2d: float path with threads, bands and image groups matches the d
     }
 }
 
-// Run a body with conv2d's 3x3 stride-1 path forced to Winograd or to im2col, then restore.
-template <class F> void with_winograd(detail::WinogradMode m, F&& f) {
-  const detail::WinogradMode saved = detail::conv_winograd;
-  detail::conv_winograd = m;
+// Run a body with conv2d's 3x3 stride-1 path forced to Winograd or to im2col.
+template <class F> void with_winograd(WinogradMode m, F&& f) {
+  KernelConfig c = kernel_config();
+  c.winograd = m;
+  const ScopedKernelConfig scope(c);
   f();
-  detail::conv_winograd = saved;
 }
 
 // Run a body with Winograd's transforms on tile rows (row kernels) or on gathered
-// tiles (block kernels) for every plane width, then restore the default choice.
+// tiles (block kernels) for every plane width.
 template <class F> void with_wino_kernels(bool gathered, F&& f) {
-  const index_t saved = detail::wino_gather_max_tw;
-  detail::wino_gather_max_tw = gathered ? 1 << 20 : 0;
+  KernelConfig c = kernel_config();
+  c.wino_gather_max_tw = gathered ? 1 << 20 : 0;
+  const ScopedKernelConfig scope(c);
   f();
-  detail::wino_gather_max_tw = saved;
 }
 
 // Run a body with the forward's transformed input kept for dW (the default at these sizes)
-// or recomputed in backward (layers too large to keep it), then restore.
+// or recomputed in backward (layers too large to keep it).
 template <class F> void with_wino_keep(bool keep, F&& f) {
-  const std::size_t saved = detail::wino_keep_max_bytes;
-  detail::wino_keep_max_bytes = keep ? saved : 0;
+  KernelConfig c = kernel_config();
+  if (!keep) c.wino_keep_max_bytes = 0;
+  const ScopedKernelConfig scope(c);
   f();
-  detail::wino_keep_max_bytes = saved;
+}
+
+// Run a body with Winograd blocks of one tile row each (many blocks, two dx phases) when tiny.
+template <class F> void with_wino_blocks(bool tiny, F&& f) {
+  KernelConfig c = kernel_config();
+  if (tiny) c.wino_block_bytes = 1;
+  const ScopedKernelConfig scope(c);
+  f();
 }
 
 TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles, bias, block size, kernels") {
   // Sizes that are not multiples of the 4x4 output tile, so partial tiles are exercised.
   // Off: the same cases through im2col, which Auto no longer picks for them (C = 3).
-  using Mode = detail::WinogradMode;
+  using Mode = WinogradMode;
   struct S { index_t H, W; };
   for (Mode mode : {Mode::On, Mode::Off})
   for (bool gathered : {false, true})
@@ -187,9 +195,7 @@ TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles
           Rng rng(21);
           Param<double> x(randn<double>({2, 3, sz.H, sz.W}, rng)), w(randn<double>({4, 3, 3, 3}, rng)),
               b(randn<double>({4}, rng));
-          const std::size_t saved = detail::wino_block_bytes;
-          if (tiny) detail::wino_block_bytes = 1;  // one tile row per block: many blocks, two dx phases
-          with_wino_keep(keep, [&] { with_wino_kernels(gathered, [&] { with_winograd(mode, [&] {
+          with_wino_blocks(tiny, [&] { with_wino_keep(keep, [&] { with_wino_kernels(gathered, [&] { with_winograd(mode, [&] {
             auto f = [&](Tape<double>& t) { return bias ? conv2d(t, x, w, b, 1, p) : conv2d(t, x, w, Var<double>(), 1, p); };
             // The backward pass is the exact adjoint of the Winograd forward: the same 1e-6 as the direct path.
             auto r = bias ? gradcheck({&x, &w, &b}, [&](Tape<double>& t) { return project(t, f(t)); }, kLinear)
@@ -200,13 +206,12 @@ TEST_CASE("conv2d winograd: gradients and values for every padding, ragged tiles
             Tensor<double> want = ref_conv2d(x.value(), w.value(), bias ? &b.value() : nullptr, 1, p, 1);
             REQUIRE(y.shape() == want.shape());
             CHECK((y.arr() - want.arr()).abs().maxCoeff() < 1e-11);
-          }); }); });
-          detail::wino_block_bytes = saved;
+          }); }); }); });
         }
 }
 
 TEST_CASE("conv2d winograd: hand-computed 3x3 on a 4x4 ramp") {
-  with_winograd(detail::WinogradMode::On, [] {
+  with_winograd(WinogradMode::On, [] {
     Tape<double> t;
     auto x = t.input(arange<double>(16).reshape({1, 1, 4, 4}));  // x[i, j] = 4i + j
     auto w = t.input(Tensor<double>({1, 1, 3, 3}, {1, 0, 0, 0, 1, 0, 0, 0, 1}));  // main diagonal
@@ -218,7 +223,7 @@ TEST_CASE("conv2d winograd: hand-computed 3x3 on a 4x4 ramp") {
 }
 
 TEST_CASE("conv2d winograd: only the gradients asked for, accumulated") {
-  with_winograd(detail::WinogradMode::On, [] {
+  with_winograd(WinogradMode::On, [] {
     Rng rng(41);
     Param<double> x(randn<double>({2, 3, 9, 7}, rng)), w(randn<double>({4, 3, 3, 3}, rng));
     auto run = [&](bool x_grad) {
@@ -259,22 +264,19 @@ TEST_CASE("conv2d winograd: float values and gradients within 1e-5 (of the large
       Rng rng(31);
       Tensor<double> xd = randn<double>(c.x, rng), wd = randn<double>({c.O, c.x[1], 3, 3}, rng, 0.0, 0.2),
                      bd = randn<double>({c.O}, rng);
-      const std::size_t saved = detail::wino_block_bytes;
-      if (tiny) detail::wino_block_bytes = 1;
       Tape<float> t;
       Param<float> w(wd.cast<float>()), b(bd.cast<float>());
       auto x = t.leaf(xd.cast<float>());
       Var<float> y;
       Tensor<double> gy;
-      with_wino_keep(keep, [&] { with_wino_kernels(gathered, [&] {
-        with_winograd(detail::WinogradMode::On, [&] { y = conv2d(t, x, w, b, 1, 1); });
+      with_wino_blocks(tiny, [&] { with_wino_keep(keep, [&] { with_wino_kernels(gathered, [&] {
+        with_winograd(WinogradMode::On, [&] { y = conv2d(t, x, w, b, 1, 1); });
         gy = randn<double>(y.shape(), rng);
         t.backward(y, gy.cast<float>());
-      }); });
-      detail::wino_block_bytes = saved;
+      }); }); });
       Param<double> xw(xd.clone()), ww(wd.clone()), bw(bd.clone());
       Tensor<double> yd;
-      with_winograd(detail::WinogradMode::Off, [&] {
+      with_winograd(WinogradMode::Off, [&] {
         Tape<double> td;
         auto v = conv2d(td, xw, ww, bw, 1, 1);
         yd = v.value();
@@ -300,9 +302,12 @@ TEST_CASE("conv: bands two apart never write the same image row (lock-free col2i
       CAPTURE(bytes);
       const index_t H = 40, Ho = (H + 2 * c.p - c.d * (c.k - 1) - 1) / c.s + 1;
       const detail::ConvGeom g{8, H, H, Ho, Ho, c.k, c.k, c.s, c.p, c.d};
-      detail::conv_band_bytes = bytes;
-      const detail::ConvPlan pl = detail::conv_plan(4, g, 8, sizeof(float));
-      detail::conv_band_bytes = 256 << 10;
+      KernelConfig cfg = kernel_config();
+      cfg.conv_band_bytes = bytes;
+      const detail::ConvPlan pl = [&] {
+        const ScopedKernelConfig scope(cfg);
+        return detail::conv_plan(4, g, 8, sizeof(float));
+      }();
       for (index_t b = 0; b + 2 < pl.nbands; ++b) {
         const index_t last_row = (std::min(Ho, (b + 1) * pl.R) - 1) * c.s - c.p + c.d * (c.k - 1);
         const index_t first_row_b2 = (b + 2) * pl.R * c.s - c.p;

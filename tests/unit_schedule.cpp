@@ -24,11 +24,11 @@ TEST_CASE("schedule: Constant, Step, Exponential") {
 
 TEST_CASE("schedule: WarmupCosine follows nanoGPT's get_lr") {
   sched::WarmupCosine<double> w{.base_lr = 1.0, .warmup_steps = 10, .total_steps = 100, .min_lr = 0.1};
-  CHECK(w.at(0) == Approx(1.0 / 11.0));   // (0 + 1)/(10 + 1)
-  CHECK(w.at(9) == Approx(10.0 / 11.0));  // last warmup step
+  CHECK(w.at(0) == Approx(1.0 / 11.0).scale(0));   // (0 + 1)/(10 + 1)
+  CHECK(w.at(9) == Approx(10.0 / 11.0).scale(0));  // last warmup step
   CHECK(w.at(10) == Approx(1.0));         // cos(0): peak
-  CHECK(w.at(55) == Approx(0.55));        // halfway: min + ½(base − min)
-  CHECK(w.at(100) == Approx(0.1));        // cos(π): min
+  CHECK(w.at(55) == Approx(0.55).scale(0));        // halfway: min + ½(base − min)
+  CHECK(w.at(100) == Approx(0.1).scale(0));        // cos(π): min
   CHECK(w.at(5000) == 0.1);
   // Monotone decay after warmup.
   for (int i = 10; i < 100; ++i) CHECK(w.at(i + 1) <= w.at(i));
@@ -39,9 +39,9 @@ TEST_CASE("schedule: WarmupCosine follows nanoGPT's get_lr") {
 TEST_CASE("schedule: LinearDecay matches CleanRL's PPO annealing") {
   sched::LinearDecay<double> l{.base_lr = 2.5e-4, .end_lr = 0.0, .total_steps = 4};
   // CleanRL: frac = 1 − (iteration − 1)/num_iterations, iteration = step + 1
-  CHECK(l.at(0) == Approx(2.5e-4));
-  CHECK(l.at(1) == Approx(0.75 * 2.5e-4));
-  CHECK(l.at(3) == Approx(0.25 * 2.5e-4));
+  CHECK(l.at(0) == Approx(2.5e-4).scale(0));
+  CHECK(l.at(1) == Approx(0.75 * 2.5e-4).scale(0));
+  CHECK(l.at(3) == Approx(0.25 * 2.5e-4).scale(0));
   CHECK(l.at(4) == 0.0);
   CHECK(l.at(9) == 0.0);
   sched::LinearDecay<float> up{.base_lr = 1.0f, .end_lr = 3.0f, .total_steps = 2};
@@ -51,11 +51,11 @@ TEST_CASE("schedule: LinearDecay matches CleanRL's PPO annealing") {
 TEST_CASE("schedule: OneCycle matches torch's two-phase cosine") {
   sched::OneCycle<double> o{.max_lr = 1.0, .total_steps = 100};
   // initial = 1/25 = 0.04; final = 0.04/1e4 = 4e-6; phase 1 ends at 0.3·100 − 1 = 29, phase 2 at 99
-  CHECK(o.at(0) == Approx(0.04));
+  CHECK(o.at(0) == Approx(0.04).scale(0));
   CHECK(o.at(10) == Approx(1.0 + (0.04 - 1.0) / 2 * (std::cos(M_PI * 10.0 / 29.0) + 1)));
   CHECK(o.at(29) == Approx(1.0));
-  CHECK(o.at(64) == Approx((1.0 + 4e-6) / 2));  // halfway through phase 2
-  CHECK(o.at(99) == Approx(4e-6));
+  CHECK(o.at(64) == Approx((1.0 + 4e-6) / 2).scale(0));  // halfway through phase 2
+  CHECK(o.at(99) == Approx(4e-6).scale(0));
   CHECK_THROWS_WITH_AS(o.at(101), doctest::Contains("OneCycle: step 101 past total_steps 100"), Error);
 }
 
@@ -78,7 +78,7 @@ TEST_CASE("schedule: ReduceOnPlateau patience, threshold, cooldown, min_lr, max 
   sched::ReduceOnPlateau<double> m{.lr = 1.0, .mode = sched::PlateauMode::Max, .patience = 0};
   CHECK(m.update(0.5) == 1.0);
   CHECK(m.update(0.9) == 1.0);  // accuracy went up
-  CHECK(m.update(0.9) == Approx(0.1));
+  CHECK(m.update(0.9) == Approx(0.1).scale(0));
 
   // Save and restore the state through the visitor.
   Tensor<double> saved;

@@ -1,6 +1,10 @@
 #include "testing.hpp"
 
 #include <fstream>
+#include <latch>
+#include <optional>
+#include <set>
+#include <thread>
 
 using namespace marrow;
 
@@ -83,6 +87,36 @@ TEST_CASE("tape: misuse is a clear error") {
   CHECK_THROWS_WITH_AS(add(other, y, y), doctest::Contains("another tape"), Error);
   t.reset();
   CHECK_THROWS_WITH_AS(add(t, y, y), doctest::Contains("stale"), Error);
+}
+
+TEST_CASE("tape: tapes on different threads at the same time get distinct generations") {
+  // Threads start together and reset tapes of both element types as fast as they can:
+  // a counter that is not one atomic for all of them hands out some generation twice.
+  constexpr int kThreads = 8, kResets = 4000;
+  std::vector<std::vector<std::uint64_t>> seen(kThreads);
+  std::latch start(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i)
+    threads.emplace_back([&, i] {
+      Tape<float> tf;
+      Tape<double> td;
+      start.arrive_and_wait();
+      for (int r = 0; r < kResets; ++r) {
+        tf.reset();
+        td.reset();
+        seen[std::size_t(i)].push_back(tf.input(zeros<float>({1})).gen());
+        seen[std::size_t(i)].push_back(td.input(zeros<double>({1})).gen());
+      }
+    });
+  for (auto& th : threads) th.join();
+  std::set<std::uint64_t> distinct;
+  for (const auto& v : seen) distinct.insert(v.begin(), v.end());
+  CHECK(distinct.size() == std::size_t(2 * kThreads * kResets));
+  // A tape built where another one lived (same address) does not accept that tape's Var.
+  std::optional<Tape<double>> slot(std::in_place);
+  Var<double> old = slot->input(zeros<double>({1}));
+  slot.emplace();
+  CHECK_THROWS_WITH_AS(add(*slot, old, old), doctest::Contains("stale"), Error);
 }
 
 TEST_CASE("tape: backward with a seed for a non-scalar output") {

@@ -49,7 +49,7 @@ void attention_forward_slice(const T* q, const T* k, const T* v, T* p, T* o, con
   for (index_t r0 = 0; r0 < Tq; r0 += g.block()) {
     const index_t nr = std::min(g.block(), Tq - r0), kend = g.kend(r0 + nr);
     auto Pb = P.block(r0, 0, nr, kend);
-    Pb.noalias() = scale * (Q.middleRows(r0, nr) * K.topRows(kend).transpose());
+    gemm(Pb, Q.middleRows(r0, nr), K.topRows(kend).transpose(), scale);
     for (index_t i = r0; i < r0 + nr; ++i) {
       T* row = p + i * Tk;
       const index_t lim = g.visible(i);
@@ -59,7 +59,7 @@ void attention_forward_slice(const T* q, const T* k, const T* v, T* p, T* o, con
       r *= T(1) / r.sum();
       std::fill(row + lim, row + Tk, T(0));
     }
-    O.middleRows(r0, nr).noalias() = Pb * V.topRows(kend);
+    gemm(O.middleRows(r0, nr), Pb, V.topRows(kend));
   }
 }
 
@@ -74,10 +74,10 @@ void attention_backward_slice(const T* q, const T* k, const T* v, const T* p, co
     const index_t nr = std::min(g.block(), Tq - r0), kend = g.kend(r0 + nr);
     auto Pb = P.block(r0, 0, nr, kend);
     auto dOb = dO.middleRows(r0, nr);
-    if (dv) MatView<T>(dv, Tk, Dv).topRows(kend).noalias() += Pb.transpose() * dOb;
+    if (dv) gemm_add(MatView<T>(dv, Tk, Dv).topRows(kend), Pb.transpose(), dOb);
     if (!dq && !dk) continue;
     MatView<T> dS(ds, nr, kend);
-    dS.noalias() = dOb * V.topRows(kend).transpose();  // dP, turned into dS in place
+    gemm(dS, dOb, V.topRows(kend).transpose());  // dP, turned into dS in place
     for (index_t i = 0; i < nr; ++i) {
       const index_t lim = g.visible(r0 + i);
       Eigen::Map<Arr> d(ds + i * kend, lim);
@@ -85,8 +85,8 @@ void attention_backward_slice(const T* q, const T* k, const T* v, const T* p, co
       d = pr * (d - (d * pr).sum());
       std::fill(ds + i * kend + lim, ds + (i + 1) * kend, T(0));
     }
-    if (dq) MatView<T>(dq, Tq, D).middleRows(r0, nr).noalias() += scale * (dS * K.topRows(kend));
-    if (dk) MatView<T>(dk, Tk, D).topRows(kend).noalias() += scale * (dS.transpose() * Q.middleRows(r0, nr));
+    if (dq) gemm_add(MatView<T>(dq, Tq, D).middleRows(r0, nr), dS, K.topRows(kend), scale);
+    if (dk) gemm_add(MatView<T>(dk, Tk, D).topRows(kend), dS.transpose(), Q.middleRows(r0, nr), scale);
   }
 }
 }  // namespace detail

@@ -1,8 +1,9 @@
 #pragma once
-// Matrix products through Eigen's GEMM: matmul (2-D and batched with broadcast
-// batch dims) and linear (x·Wᵀ + b).
+// Matrix products through the GEMM entry point (kernels/gemm.hpp): matmul (2-D
+// and batched with broadcast batch dims) and linear (x·Wᵀ + b).
 #include <Eigen/Core>
 
+#include "../kernels/gemm.hpp"
 #include "../tape.hpp"
 #include "broadcast.hpp"
 
@@ -11,9 +12,6 @@ namespace marrow {
 namespace detail {
 // Multiply-adds below which a batched product runs on one thread: waking threads costs ~10 µs.
 inline constexpr index_t kMatmulParallelMin = 1 << 16;
-template <class T> using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <class T> using MatView = Eigen::Map<RowMat<T>>;
-template <class T> using CMatView = Eigen::Map<const RowMat<T>>;
 
 // Batch geometry of a (..., N, K) @ (..., K, M) product.
 struct BatchPlan {
@@ -63,12 +61,12 @@ template <class T> Var<T> matmul(Tape<T>& t, const Arg<T>& a, const Arg<T>& b) {
   const T* pb = b.value().data();
   T* po = out.data();
   if (nb == 1) {
-    MatView<T>(po, N, M).noalias() = CMatView<T>(pa, N, K) * CMatView<T>(pb, K, M);
+    gemm(MatView<T>(po, N, M), CMatView<T>(pa, N, K), CMatView<T>(pb, K, M));
   } else {
 #pragma omp parallel for schedule(static) if (nb * N * K * M >= kMatmulParallelMin)
     for (index_t i = 0; i < nb; ++i)
-      MatView<T>(po + i * N * M, N, M).noalias() =
-          CMatView<T>(pa + p.a_off[i] * N * K, N, K) * CMatView<T>(pb + p.b_off[i] * K * M, K, M);
+      gemm(MatView<T>(po + i * N * M, N, M), CMatView<T>(pa + p.a_off[i] * N * K, N, K),
+           CMatView<T>(pb + p.b_off[i] * K * M, K, M));
   }
   Var<T> res = t.push(std::move(out), a, b);
   t.on_backward(res, [a, b, res, p = std::move(p), N, K, M] {
@@ -80,8 +78,8 @@ template <class T> Var<T> matmul(Tape<T>& t, const Arg<T>& a, const Arg<T>& b) {
     T* db = b.requires_grad() ? b.grad().data() : nullptr;
     auto one = [&](index_t i) {
       CMatView<T> G(g + i * N * M, N, M);
-      if (da) MatView<T>(da + p.a_off[i] * N * K, N, K).noalias() += G * CMatView<T>(pb + p.b_off[i] * K * M, K, M).transpose();  // dA = dY Bᵀ
-      if (db) MatView<T>(db + p.b_off[i] * K * M, K, M).noalias() += CMatView<T>(pa + p.a_off[i] * N * K, N, K).transpose() * G;  // dB = Aᵀ dY
+      if (da) gemm_add(MatView<T>(da + p.a_off[i] * N * K, N, K), G, CMatView<T>(pb + p.b_off[i] * K * M, K, M).transpose());  // dA = dY Bᵀ
+      if (db) gemm_add(MatView<T>(db + p.b_off[i] * K * M, K, M), CMatView<T>(pa + p.a_off[i] * N * K, N, K).transpose(), G);  // dB = Aᵀ dY
     };
     if (nb == 1 || p.broadcast) {
       for (index_t i = 0; i < nb; ++i) one(i);  // broadcast inputs accumulate from several batches: serial
@@ -112,15 +110,15 @@ template <class T> Var<T> linear(Tape<T>& t, const Arg<T>& x, const Arg<T>& weig
   os[os.rank() - 1] = outf;
   Tensor<T> out = Tensor<T>::uninitialized(os);
   MatView<T> Y(out.data(), rows, outf);
-  Y.noalias() = CMatView<T>(x.value().data(), rows, in) * CMatView<T>(weight.value().data(), outf, in).transpose();
+  gemm(Y, CMatView<T>(x.value().data(), rows, in), CMatView<T>(weight.value().data(), outf, in).transpose());
   if (has_bias) Y.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias.value().data(), outf);
   Var<T> res = has_bias ? t.push(std::move(out), x, weight, bias) : t.push(std::move(out), x, weight);
   t.on_backward(res, [x, weight, bias, res, rows, in, outf, has_bias] {
     CMatView<T> G(res.grad().data(), rows, outf);
     if (x.requires_grad())
-      MatView<T>(x.grad().data(), rows, in).noalias() += G * CMatView<T>(weight.value().data(), outf, in);  // dx = dY W
+      gemm_add(MatView<T>(x.grad().data(), rows, in), G, CMatView<T>(weight.value().data(), outf, in));  // dx = dY W
     if (weight.requires_grad())
-      MatView<T>(weight.grad().data(), outf, in).noalias() += G.transpose() * CMatView<T>(x.value().data(), rows, in);  // dW = dYᵀ x
+      gemm_add(MatView<T>(weight.grad().data(), outf, in), G.transpose(), CMatView<T>(x.value().data(), rows, in));  // dW = dYᵀ x
     if (has_bias && bias.requires_grad())
       Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias.grad().data(), outf) += G.colwise().sum();  // db = Σ_rows dY
   });

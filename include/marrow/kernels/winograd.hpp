@@ -1,6 +1,6 @@
 #pragma once
 // Winograd F(4x4, 3x3) kernels for 3x3 stride-1 undilated convolutions, the
-// layers U-Net-like models spend most of their time in. conv2d (conv.hpp)
+// layers U-Net-like models spend most of their time in. conv2d (ops/conv.hpp)
 // dispatches here; this header holds kernels only, no ops.
 //
 // Why: on the machines we target, the im2col GEMM already runs near Eigen's
@@ -39,10 +39,19 @@
 #include <omp.h>
 #endif
 
-#include "../tensor.hpp"
-#include "matmul.hpp"
+#include "../shape.hpp"
+#include "config.hpp"
+#include "gemm.hpp"
 
 namespace marrow::detail {
+
+// Whether conv2d runs a kernel (kh, kw) with this stride and dilation over C input
+// channels here (see KernelConfig::winograd) rather than through im2col.
+inline bool use_winograd(index_t kh, index_t kw, int stride, int dilation, index_t C) {
+  const WinogradMode mode = kernel_config().winograd;
+  if (mode == WinogradMode::Off || kh != 3 || kw != 3 || stride != 1 || dilation != 1) return false;
+  return mode == WinogradMode::On || C >= 3;
+}
 
 struct WinoGeom {
   index_t N, C, O, H, W, pad;
@@ -293,12 +302,11 @@ void wino_scatter_row(const T* v, index_t sxi, index_t H, index_t W, index_t pad
 // ---- small planes: every tile of a block as the lane ------------------------------
 // On 8x8 and 16x16 planes a tile row holds 2 or 4 tiles, so the row kernels above
 // ran each transform 2 or 4 lanes wide (a third of the colorizer's step went
-// there). For planes at most wino_gather_max_tw tiles wide, the tiles of all nr tile
+// there). For planes at most KernelConfig::wino_gather_max_tw tiles wide, the tiles of all nr tile
 // rows of a block (one channel) are gathered into lane-contiguous rows, one entry
 // per tile, and each transform runs over all L = nr·tw tiles at once. Tile
 // t = r·tw + j is tile j of the block's tile row r, the layout V and M use anyway.
 // Planes of image n start at base + n·pstride; (n, ti) of block row r come from r0 + r.
-inline index_t wino_gather_max_tw = 4;  // tests set 0 (row kernels only) or a large value (gather always)
 inline index_t wino_gather_scratch(index_t L) { return 72 * L; }
 
 // A 2-D transform as two passes of 1-D ones over lane rows (L lanes each): `down`
@@ -526,9 +534,7 @@ template <class T> void wino_weights_grad(const T* dU, index_t O, index_t C, T* 
 }
 
 // ---- planning ------------------------------------------------------------------------
-// Bytes of V and M per block (all 36 coordinates): L2-sized, so the transforms'
-// writes are still cached when the GEMMs read them. Tests shrink it to get many blocks.
-inline std::size_t wino_block_bytes = 1 << 20;
+// Blocks hold KernelConfig::wino_block_bytes of V and M (all 36 coordinates).
 inline constexpr index_t kWinoMinTiles = 64;  // a narrower GEMM spends its time packing U
 
 struct WinoPlan {
@@ -542,8 +548,9 @@ inline WinoPlan wino_plan(const WinoGeom& g, std::size_t elem) {
   p.tw = g.tw();
   p.rows = g.N * p.th;
   const index_t per_tile = 36 * (g.C + g.O) * index_t(elem);
-  const bool tiny = wino_block_bytes < 4096;  // tests: one tile row per block
-  index_t tiles = std::max<index_t>(1, index_t(wino_block_bytes) / per_tile);
+  const std::size_t block_bytes = kernel_config().wino_block_bytes;
+  const bool tiny = block_bytes < 4096;  // tests: one tile row per block
+  index_t tiles = std::max<index_t>(1, index_t(block_bytes) / per_tile);
   if (!tiny) tiles = std::max(tiles, kWinoMinTiles);
   p.R = std::clamp<index_t>(tiles / p.tw, 1, p.rows);
   p.nblocks = (p.rows + p.R - 1) / p.R;
@@ -567,10 +574,8 @@ template <class F> inline void wino_for(bool shared, index_t n, F&& f) {
 }
 
 // Transformed inputs kept from forward for backward's dW (`keep` below), so backward
-// does not transform x a second time (6 % of the colorizer's step). V's 36·C·rows·tw
-// values are 2.25x the input, so only layers up to this size keep it; larger ones
-// (the U-Net's full-resolution level) recompute it.
-inline std::size_t wino_keep_max_bytes = std::size_t(24) << 20;
+// does not transform x a second time: V's 36·C·rows·tw values, 2.25x the input
+// (conv2d keeps them up to KernelConfig::wino_keep_max_bytes).
 inline std::size_t wino_kept_size(const WinoGeom& g) { return std::size_t(36 * g.C * g.N * g.th() * g.tw()); }
 
 // y (N, O, Ho, Wo) = conv(x, w) + bias with U = wino_weights(w). keep (or null):
@@ -578,13 +583,13 @@ inline std::size_t wino_kept_size(const WinoGeom& g) { return std::size_t(36 * g
 template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, const T* bias, T* y, T* keep = nullptr) {
   const WinoPlan p = wino_plan(g, sizeof(T));
   const index_t C = g.C, O = g.O, th = p.th, tw = p.tw, Ho = g.Ho(), Wo = g.Wo(), ldmax = p.R * tw;
+  const bool gather = tw <= kernel_config().wino_gather_max_tw;
   T* sharedV = p.shared ? wino_scratch<T>(0, std::size_t(36 * C * ldmax)) : nullptr;
   T* sharedM = p.shared ? wino_scratch<T>(1, std::size_t(36 * O * ldmax)) : nullptr;
 #pragma omp parallel if (p.par)
   {
     T* V = p.shared ? sharedV : wino_scratch<T>(0, std::size_t(36 * C * ldmax));
     T* M = p.shared ? sharedM : wino_scratch<T>(1, std::size_t(36 * O * ldmax));
-    const bool gather = tw <= wino_gather_max_tw;
     T* s = wino_scratch<T>(2, std::size_t(gather ? wino_gather_scratch(ldmax) : wino_row_scratch(tw)));
     auto block = [&](index_t b) {
       const index_t r0 = b * p.R, nr = std::min(p.R, p.rows - r0), ld = nr * tw;
@@ -593,7 +598,7 @@ template <class T> void wino_forward(const WinoGeom& g, const T* x, const T* U, 
         wino_in_tiles(gather, x + c * g.H * g.W, C * g.H * g.W, g.H, g.W, g.pad, th, tw, r0, nr, Vb + c * ld, C * ld, s);
       });
       wino_for(p.shared, 36, [&](index_t xi) {
-        MatView<T>(M + xi * O * ld, O, ld).noalias() = CMatView<T>(U + xi * O * C, O, C) * CMatView<T>(Vb + xi * C * ld, C, ld);
+        gemm(MatView<T>(M + xi * O * ld, O, ld), CMatView<T>(U + xi * O * C, O, C), CMatView<T>(Vb + xi * C * ld, C, ld));
       });
       wino_for(p.shared, O, [&](index_t o) {
         wino_out_tiles(gather, M + o * ld, O * ld, Ho, Wo, th, tw, r0, nr, bias ? bias[o] : T(0), y + o * Ho * Wo,
@@ -615,6 +620,7 @@ template <class T>
 void wino_backward(const WinoGeom& g, const T* x, const T* U, const T* dy, T* dx, T* dw, const T* kept = nullptr) {
   const WinoPlan p = wino_plan(g, sizeof(T));
   const index_t C = g.C, O = g.O, th = p.th, tw = p.tw, Ho = g.Ho(), Wo = g.Wo(), ldmax = p.R * tw;
+  const bool gather = tw <= kernel_config().wino_gather_max_tw;
   T* sharedV = p.shared ? wino_scratch<T>(0, std::size_t(36 * C * ldmax)) : nullptr;
   T* sharedM = p.shared ? wino_scratch<T>(1, std::size_t(36 * O * ldmax)) : nullptr;
   T* dU = dw ? wino_scratch<T>(4, std::size_t(36 * O * C)) : nullptr;
@@ -623,7 +629,6 @@ void wino_backward(const WinoGeom& g, const T* x, const T* U, const T* dy, T* dx
   {
     T* V = p.shared ? sharedV : wino_scratch<T>(0, std::size_t(36 * C * ldmax));
     T* M = p.shared ? sharedM : wino_scratch<T>(1, std::size_t(36 * O * ldmax));
-    const bool gather = tw <= wino_gather_max_tw;
     T* s = wino_scratch<T>(2, std::size_t(gather ? wino_gather_scratch(ldmax) : wino_row_scratch(tw)));
     // Independent blocks sum dU privately; shared blocks split ξ, so each dU_ξ has one writer.
     T* part = dw && !p.shared ? wino_scratch<T>(3, std::size_t(36 * O * C)) : dU;
@@ -642,8 +647,8 @@ void wino_backward(const WinoGeom& g, const T* x, const T* U, const T* dy, T* dx
       wino_for(p.shared, 36, [&](index_t xi) {
         CMatView<T> Mb(M + xi * O * ld, O, ld);
         MatView<T> Vx(V + xi * C * ld, C, ld);
-        if (dw) MatView<T>(part + xi * O * C, O, C).noalias() += Mb * CMatView<T>(Vb + xi * C * ld, C, ld).transpose();
-        if (dx) Vx.noalias() = CMatView<T>(U + xi * O * C, O, C).transpose() * Mb;  // V̄ replaces V (or fills it)
+        if (dw) gemm_add(MatView<T>(part + xi * O * C, O, C), Mb, CMatView<T>(Vb + xi * C * ld, C, ld).transpose());
+        if (dx) gemm(Vx, CMatView<T>(U + xi * O * C, O, C).transpose(), Mb);  // V̄ replaces V (or fills it)
       });
       if (dx)  // tile rows of one channel overlap: keep a channel's rows on one thread
         wino_for(p.shared, C, [&](index_t c) {

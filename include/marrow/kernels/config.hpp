@@ -1,0 +1,84 @@
+#pragma once
+// The kernels' tuning knobs, in one place. Each field trades one cost against
+// another; its default was measured on the 2-core project machine (AMD EPYC,
+// AVX-512) and the comment says how. Change them only through
+// ScopedKernelConfig, and only while no op runs on another thread: kernels read
+// the configuration without locks, from every OpenMP thread.
+#include <cstddef>
+#include <utility>
+
+#include "../shape.hpp"
+
+namespace marrow {
+
+// Which kernel conv2d uses for 3x3 stride-1 undilated convolutions.
+enum class WinogradMode { Auto, Off, On };
+
+struct KernelConfig {
+  // Multiply-adds (rows·cols·depth) from which gemm() splits a product outside a
+  // parallel region over the OpenMP team; smaller ones run on the calling thread.
+  // Trades the wake-up of the team and the packing each extra thread repeats (it
+  // packs the whole operand that is not split) against the share of arithmetic it
+  // takes. bench/gemm_threads.cpp, float, fastest of 41 samples, 1 thread against
+  // split over 2 (µs per product): 2 threads lose below ~300k (32³: 0.6 vs 3.0;
+  // 48³: 1.7 vs 5.1; 64³ = 262k: 4.7 vs 6.6), are level at ~500k (the colorizer's
+  // 1x1 fusion, 64×64×128: 7.8 vs 7.1) and win from there on (its strided
+  // 128×4×1152: 1.6x; 192³: 1.7x; the GPT's 768×128×384 products: 1.7-1.8x; 512³:
+  // 2.0x). Eigen's own threading, which starts at 100k, was slower than 1 thread
+  // on the colorizer's per-image 64×64×576 (49 vs 37 µs; split: 24).
+  double gemm_parallel_min = 1 << 19;
+  // Bytes of the im2col column block that one band of output rows builds
+  // (kernels/im2col.hpp). Trades cache residency (the block is written and read
+  // back at once, so it should stay in L2) against GEMM width (narrower bands
+  // repack the weights more often). 256 KB: building whole images' columns
+  // (often > 10 MB) made the 3x3 forward ~1.5x slower; tests set 1 to run many
+  // bands on tiny shapes.
+  std::size_t conv_band_bytes = 256 << 10;
+  // conv2d's 3x3 stride-1 kernel. Auto: Winograd from 3 input channels on
+  // (2 threads, 4x256x256 images: 1.2-2x less CPU time than im2col from C = 3 up,
+  // even with 1 or 2 output channels; a tie at C = 1, 2). Off/On force one path
+  // (tests and benchmarks compare them).
+  WinogradMode winograd = WinogradMode::Auto;
+  // Winograd transforms gather every tile of a block into one vector lane on
+  // planes at most this many tiles wide, instead of running each transform over
+  // one tile row (2-4 lanes on 8x8 and 16x16 planes). 4: the colorizer's 16x16 and
+  // 8x8 layers ran 1.5-1.9x faster gathered (bench/conv_timing.cpp 20 x color);
+  // wider planes fill the lanes with one row. Tests set 0 or a large value.
+  index_t wino_gather_max_tw = 4;
+  // Bytes of transformed input and output (all 36 coordinates) per Winograd block.
+  // Trades cache residency (the transforms' writes should still be in L2 when
+  // the GEMMs read them) against GEMM width. 1 MB, the L2 size; tests set 1 to
+  // get one tile row per block.
+  std::size_t wino_block_bytes = 1 << 20;
+  // Largest transformed input conv2d keeps from forward for backward's dW.
+  // Trades memory (it is 2.25x the input) against transforming x again in
+  // backward (6 % of the colorizer's step). 24 MB keeps every layer of the
+  // colorizer and the U-Net's lower levels; its full-resolution level recomputes.
+  std::size_t wino_keep_max_bytes = std::size_t(24) << 20;
+};
+
+namespace detail {
+inline KernelConfig& kernel_config_storage() {
+  static KernelConfig config;
+  return config;
+}
+}  // namespace detail
+
+// The configuration every kernel reads.
+inline const KernelConfig& kernel_config() { return detail::kernel_config_storage(); }
+
+// Sets the configuration for the lifetime of the object, then restores the one before:
+//   KernelConfig c = kernel_config();  c.winograd = WinogradMode::Off;  ScopedKernelConfig scope(c);
+class ScopedKernelConfig {
+ public:
+  explicit ScopedKernelConfig(const KernelConfig& config)
+      : saved_(std::exchange(detail::kernel_config_storage(), config)) {}
+  ~ScopedKernelConfig() { detail::kernel_config_storage() = saved_; }
+  ScopedKernelConfig(const ScopedKernelConfig&) = delete;
+  ScopedKernelConfig& operator=(const ScopedKernelConfig&) = delete;
+
+ private:
+  KernelConfig saved_;
+};
+
+}  // namespace marrow

@@ -1,0 +1,130 @@
+#pragma once
+// The one entry point for dense matrix products: every GEMM of ops/ and
+// kernels/ goes through gemm() / gemm_add(), and this header alone decides how
+// many threads a product gets.
+//
+// Left to itself, Eigen spreads any product over the OpenMP team when it runs
+// outside a parallel region and holds 50,000 multiply-adds per thread. Two
+// things go wrong with that:
+//  - time: products that small gain nothing from a second thread; `colorize
+//    apply` on 2 threads spent half its time in Eigen's GEMM set-up and a third
+//    spinning in libgomp, 10x slower than on 1 thread;
+//  - bits: with more than one thread Eigen cuts the k-sum into blocks of 320
+//    instead of 624 (float, AVX-512), so a product with K > 320 rounds
+//    differently on 2 threads than on 1 (256×256×384, 768×128×512).
+// So Eigen never threads a product here. Below kernel_config().gemm_parallel_min
+// multiply-adds, or inside a parallel region, the product runs on the calling
+// thread. Above it, the destination is cut into one piece per thread along
+// Eigen's register blocks (rows in multiples of nr, columns in multiples of mr,
+// for a row-major destination) and each thread runs its piece alone. A
+// one-thread product blocks k by K alone, and every entry stays in the same
+// register block, so each entry is summed in the same order as in the whole
+// product: the result is bitwise the same on any number of threads
+// (tests/unit_ops_reduce_matmul.cpp checks it).
+#include <Eigen/Core>
+#include <algorithm>
+#include <type_traits>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../shape.hpp"
+#include "config.hpp"
+
+namespace marrow::detail {
+
+template <class T> using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T> using MatView = Eigen::Map<RowMat<T>>;
+template <class T> using CMatView = Eigen::Map<const RowMat<T>>;
+
+// Eigen threads a product when omp_get_max_threads() > 1 and the calling thread is
+// alone in its team; lowering this thread's own thread count for the product stops
+// that without touching any other thread or Eigen's global setting.
+class EigenOnThisThread {
+ public:
+  EigenOnThisThread() {
+#ifdef _OPENMP
+    if (omp_get_num_threads() == 1 && (saved_ = omp_get_max_threads()) > 1) omp_set_num_threads(1);
+#endif
+  }
+  ~EigenOnThisThread() {
+#ifdef _OPENMP
+    if (saved_ > 1) omp_set_num_threads(saved_);
+#endif
+  }
+  EigenOnThisThread(const EigenOnThisThread&) = delete;
+  EigenOnThisThread& operator=(const EigenOnThisThread&) = delete;
+
+ private:
+  int saved_ = 0;
+};
+
+// dst (+)= alpha·a·b on this thread, with the expression the ops always used
+// (alpha 1: the plain product; else Eigen folds alpha into its GEMM).
+template <bool Add, class Dst, class A, class B, class S>
+void gemm_here(Dst&& dst, const A& a, const B& b, S alpha) {
+  EigenOnThisThread one;
+  if (alpha == S(1)) {
+    if constexpr (Add) dst.noalias() += a * b;
+    else dst.noalias() = a * b;
+  } else {
+    if constexpr (Add) dst.noalias() += alpha * (a * b);
+    else dst.noalias() = alpha * (a * b);
+  }
+}
+
+// How many threads a product outside any parallel region may use.
+inline int gemm_team() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+template <bool Add, class Dst, class A, class B, class S>
+void gemm_into(Dst&& dst, const A& a, const B& b, S alpha) {
+  using T = typename std::decay_t<Dst>::Scalar;
+  static_assert(std::decay_t<Dst>::IsRowMajor, "gemm: the destination must be row-major");
+  const index_t rows = dst.rows(), cols = dst.cols(), depth = a.cols();
+  const int team = gemm_team();
+  // Eigen's register blocks for a row-major destination: nr destination rows by mr columns.
+  constexpr index_t nr = Eigen::internal::gebp_traits<T, T>::nr, mr = Eigen::internal::gebp_traits<T, T>::mr;
+  const bool by_rows = rows / nr >= cols / mr;
+  const index_t blocks = by_rows ? rows / nr : cols / mr;
+  // One row or column is a matrix-vector product (another kernel), and Eigen computes
+  // products with rows + cols + depth < 20 coefficient-wise: pieces must stay GEMMs too.
+  const bool splittable = rows > 1 && cols > 1 && (by_rows ? nr + cols : rows + mr) + depth >= 20;
+  if (team < 2 || blocks < 2 || !splittable || double(rows) * double(cols) * double(depth) < kernel_config().gemm_parallel_min)
+    return gemm_here<Add>(dst, a, b, alpha);
+#pragma omp parallel num_threads(int(std::min<index_t>(team, blocks)))
+  {
+    index_t n = 1, i = 0;
+#ifdef _OPENMP
+    n = omp_get_num_threads();
+    i = omp_get_thread_num();
+#endif
+    const index_t b0 = i * blocks / n, b1 = (i + 1) * blocks / n;  // the last piece takes the ragged end
+    if (by_rows) {
+      const index_t r0 = b0 * nr, r1 = i + 1 == n ? rows : b1 * nr;
+      gemm_here<Add>(dst.middleRows(r0, r1 - r0), a.middleRows(r0, r1 - r0), b, alpha);
+    } else {
+      const index_t c0 = b0 * mr, c1 = i + 1 == n ? cols : b1 * mr;
+      gemm_here<Add>(dst.middleCols(c0, c1 - c0), a, b.middleCols(c0, c1 - c0), alpha);
+    }
+  }
+}
+
+// dst = alpha·a·b. dst: a row-major Eigen view (a Map or a block of one); a, b:
+// Eigen views with direct access (Maps, blocks, transposes).
+template <class Dst, class A, class B>
+void gemm(Dst&& dst, const A& a, const B& b, typename std::decay_t<Dst>::Scalar alpha = 1) {
+  gemm_into<false>(dst, a, b, alpha);
+}
+// dst += alpha·a·b.
+template <class Dst, class A, class B>
+void gemm_add(Dst&& dst, const A& a, const B& b, typename std::decay_t<Dst>::Scalar alpha = 1) {
+  gemm_into<true>(dst, a, b, alpha);
+}
+
+}  // namespace marrow::detail
