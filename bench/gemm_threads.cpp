@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
       {"square", 48, 48, 48}, {"square", 64, 64, 64}, {"square", 80, 80, 80}, {"square", 96, 96, 96},
       {"square", 128, 128, 128}, {"square", 192, 192, 192}, {"square", 256, 256, 256}, {"square", 384, 384, 384},
       {"square", 512, 512, 512},
+      {"shallow", 768, 128, 32}, {"shallow", 256, 1024, 32}, {"shallow", 1024, 1024, 16},
       // colorize apply, one 32x32 image: im2col (O x placements x C·9) and Winograd (O x tiles x C) products
       {"color low1 im2col", 32, 256, 9}, {"color low2 wino", 64, 16, 32}, {"color low3 im2col", 64, 64, 576},
       {"color low4 wino", 128, 4, 64}, {"color mid1 wino", 128, 4, 128}, {"color glob1 im2col", 128, 16, 1152},

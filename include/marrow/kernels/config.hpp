@@ -15,17 +15,18 @@ namespace marrow {
 enum class WinogradMode { Auto, Off, On };
 
 struct KernelConfig {
-  // Multiply-adds (rows·cols·depth) from which gemm() splits a product outside a
-  // parallel region over the OpenMP team; smaller ones run on the calling thread.
-  // Trades the wake-up of the team and the packing each extra thread repeats (it
-  // packs the whole operand that is not split) against the share of arithmetic it
-  // takes. bench/gemm_threads.cpp, float, fastest of 41 samples, 1 thread against
-  // split over 2 (µs per product): 2 threads lose below ~300k (32³: 0.6 vs 3.0;
-  // 48³: 1.7 vs 5.1; 64³ = 262k: 4.7 vs 6.6), are level at ~500k (the colorizer's
-  // 1x1 fusion, 64×64×128: 7.8 vs 7.1) and win from there on (its strided
-  // 128×4×1152: 1.6x; 192³: 1.7x; the GPT's 768×128×384 products: 1.7-1.8x; 512³:
-  // 2.0x). Eigen's own threading, which starts at 100k, was slower than 1 thread
-  // on the colorizer's per-image 64×64×576 (49 vs 37 µs; split: 24).
+  // Multiply-adds (rows·cols·depth) from which gemm() splits a product made at the
+  // top level (outside every parallel region) over the OpenMP team; smaller ones run
+  // on the calling thread. Trades the wake-up of the team and the packing each
+  // extra thread repeats (it packs the whole operand that is not split) against the
+  // share of arithmetic it takes. bench/gemm_threads.cpp, float, fastest of 41
+  // samples on a quiet machine, µs per product on 1 thread against split over 2:
+  // 2 threads lose below ~500k (32³: 0.65 vs 3.4; 48³: 1.7 vs 4.1; 64³ = 262k:
+  // 3.9 vs 5.4), are level at 512k (80³: 7.5 vs 7.7; the colorizer's 1x1 fusion,
+  // 64×64×128: 7.8 vs 7.7) and win from there on (96³: 1.25x; the colorizer's
+  // strided 128×4×1152: 1.7x; 128³: 1.5x; the GPT's products, 768×128×384 and its
+  // kin: 1.9-2.0x; 512³: 2.0x). Eigen's own threading, which starts at 100k, was
+  // slower than 1 thread on the colorizer's per-image 64×64×576 (51 vs 33 µs; split: 23).
   double gemm_parallel_min = 1 << 19;
   // Bytes of the im2col column block that one band of output rows builds
   // (kernels/im2col.hpp). Trades cache residency (the block is written and read

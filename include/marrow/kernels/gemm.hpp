@@ -3,24 +3,28 @@
 // kernels/ goes through gemm() / gemm_add(), and this header alone decides how
 // many threads a product gets.
 //
-// Left to itself, Eigen spreads any product over the OpenMP team when it runs
-// outside a parallel region and holds 50,000 multiply-adds per thread. Two
-// things go wrong with that:
-//  - time: products that small gain nothing from a second thread; `colorize
-//    apply` on 2 threads spent half its time in Eigen's GEMM set-up and a third
-//    spinning in libgomp, 10x slower than on 1 thread;
+// Left to itself, Eigen spreads a product over OpenMP threads whenever the
+// calling thread is alone in its team (outside a parallel region, or inside one
+// that runs on one thread) and the product holds 50,000 multiply-adds per thread.
+// Two things go wrong with that:
+//  - time: products that small gain nothing from a second thread, and a team
+//    started inside another region is not taken from libgomp's pool of threads
+//    but created anew; `colorize apply` on 2 threads spent half its time in
+//    Eigen's GEMM set-up and a third spinning in libgomp, 10x slower than on 1;
 //  - bits: with more than one thread Eigen cuts the k-sum into blocks of 320
 //    instead of 624 (float, AVX-512), so a product with K > 320 rounds
 //    differently on 2 threads than on 1 (256×256×384, 768×128×512).
-// So Eigen never threads a product here. Below kernel_config().gemm_parallel_min
-// multiply-adds, or inside a parallel region, the product runs on the calling
-// thread. Above it, the destination is cut into one piece per thread along
-// Eigen's register blocks (rows in multiples of nr, columns in multiples of mr,
-// for a row-major destination) and each thread runs its piece alone. A
-// one-thread product blocks k by K alone, and every entry stays in the same
-// register block, so each entry is summed in the same order as in the whole
-// product: the result is bitwise the same on any number of threads
-// (tests/unit_ops_reduce_matmul.cpp checks it).
+// So Eigen never threads a product here. Inside any parallel region (even one
+// running on one thread: splitting the colorizer's per-image products there cost
+// 12 ms an image against 1.7 ms on one thread), or below
+// kernel_config().gemm_parallel_min multiply-adds, the product runs on the
+// calling thread. Above it, at the top level, the destination is cut into one
+// piece per thread along Eigen's register blocks (rows in multiples of nr,
+// columns in multiples of mr, for a row-major destination) and each thread runs
+// its piece alone. A one-thread product blocks k by K alone, and every entry
+// stays in the same register block, so each entry is summed in the same order
+// as in the whole product: the result is bitwise the same on any number of
+// threads (tests/unit_ops_reduce_matmul.cpp checks it).
 #include <Eigen/Core>
 #include <algorithm>
 #include <type_traits>
@@ -73,10 +77,10 @@ void gemm_here(Dst&& dst, const A& a, const B& b, S alpha) {
   }
 }
 
-// How many threads a product outside any parallel region may use.
+// How many threads a product may use: the team's, outside every parallel region.
 inline int gemm_team() {
 #ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
+  return omp_get_level() > 0 ? 1 : omp_get_max_threads();
 #else
   return 1;
 #endif
@@ -89,8 +93,10 @@ void gemm_into(Dst&& dst, const A& a, const B& b, S alpha) {
   const index_t rows = dst.rows(), cols = dst.cols(), depth = a.cols();
   const int team = gemm_team();
   // Eigen's register blocks for a row-major destination: nr destination rows by mr columns.
+  // Rows whenever every thread gets a block of them (cutting the colorizer's 64×1024×32
+  // by columns lost to one thread, 0.86x; by rows it won, 1.24x), else the longer side.
   constexpr index_t nr = Eigen::internal::gebp_traits<T, T>::nr, mr = Eigen::internal::gebp_traits<T, T>::mr;
-  const bool by_rows = rows / nr >= cols / mr;
+  const bool by_rows = rows / nr >= team || rows / nr >= cols / mr;
   const index_t blocks = by_rows ? rows / nr : cols / mr;
   // One row or column is a matrix-vector product (another kernel), and Eigen computes
   // products with rows + cols + depth < 20 coefficient-wise: pieces must stay GEMMs too.
