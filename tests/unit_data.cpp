@@ -1,6 +1,6 @@
 // Data pipeline: IDX + gzip, images, text, colour spaces, batch loaders.
 // Fixtures are generated into a temp dir; tests on the real data sets skip
-// when /work/shared/data (or $MARROW_SHARED_DATA) is absent.
+// when the shared data sets ($MARROW_SHARED_DATA, or shared/data beside the source tree) are absent.
 #include <marrow/data/color.hpp>
 #include <marrow/data/idx.hpp>
 #include <marrow/data/image.hpp>

@@ -16,6 +16,7 @@
 
 #include <Eigen/Core>
 
+#include "../kernels/gemm.hpp"
 #include "../config.hpp"
 #include "../rng.hpp"
 #include "../tensor.hpp"
@@ -38,7 +39,8 @@ using Rows = Eigen::Map<RowMat>;
 // Squared distance of every row of X to every centroid: (N, k), clamped at 0
 // (the expanded form can dip below it by round-off).
 inline RowMat squared_distances(const ConstRows& X, const Eigen::VectorXf& x_sq, const RowMat& C) {
-  RowMat d = X * C.transpose();
+  RowMat d(X.rows(), C.rows());
+  marrow::detail::gemm(d, X, C.transpose());  // the same bits on any thread count (kernels/gemm.hpp)
   const Eigen::VectorXf c_sq = C.rowwise().squaredNorm();
   d = ((-2.0f * d).colwise() + x_sq).rowwise() + c_sq.transpose();
   return d.cwiseMax(0.0f);
