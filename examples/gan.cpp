@@ -36,13 +36,6 @@ using namespace marrow::gan;
 
 namespace {
 
-#ifndef MARROW_SOURCE_DIR
-#define MARROW_SOURCE_DIR "."
-#endif
-
-std::string default_data_dir() { return data::default_mnist_dir(MARROW_SOURCE_DIR); }
-std::string dataset_name(const std::string& dir) { return data::mnist_dataset_name(dir); }
-
 // ---- images -------------------------------------------------------------------------
 // [0, 255] bytes <-> [−1, 1] floats: v/127.5 − 1 and round((x + 1)·127.5), as the reference does.
 Tensor<float> bytes_to_unit(const data::IdxArray& a) {
@@ -397,7 +390,7 @@ int train(Args a, const CommonFlags& common, const Json& config) {
               {"fid_by_epoch", fid_by_epoch},
               {"score_by_epoch", score_by_epoch},
               {"eval_samples", a.eval_samples},
-              {"dataset", dataset_name(common.data)},
+              {"dataset", data::mnist_dataset_name(common.data)},
               {"loss", gan_loss_name(a.train.loss)},
               {"steps", step},
               {"epochs", double(step) / double(per_epoch)},
@@ -458,7 +451,7 @@ int main(int argc, char** argv) {
     std::string preset_name = Cli::peek(argc, argv, "preset", "selfcond");
     Args a = preset(preset_name);
     CommonFlags common;
-    common.data = default_data_dir();
+    common.data = data::default_mnist_dir(MARROW_SOURCE_DIR);
     common.out = "";
     common.epochs = 40;
     common.steps = 0;
@@ -518,7 +511,7 @@ int main(int argc, char** argv) {
       }
       a.model.classes = a.class_labels ? 10 : a.clusters;
       Json config = cli.values();
-      config.set("dataset", dataset_name(common.data));
+      config.set("dataset", data::mnist_dataset_name(common.data));
       return train(a, common, config);
     }
     if (cmd == "sample") {

@@ -27,13 +27,6 @@ using lenet::LeNetConfig;
 
 namespace {
 
-#ifndef MARROW_SOURCE_DIR
-#define MARROW_SOURCE_DIR "."
-#endif
-
-std::string default_data_dir() { return data::default_mnist_dir(MARROW_SOURCE_DIR); }
-std::string dataset_name(const std::string& dir) { return data::mnist_dataset_name(dir); }
-
 // Images (N, 1, 28, 28) scaled from [0, 255] to [−1, 1], the classifier's input range.
 data::Mnist load_split(const std::string& dir, const std::string& split) {
   data::Mnist m = data::load_mnist(dir, split);
@@ -186,7 +179,7 @@ int train(const Args& a, const CommonFlags& common, const Json& config) {
   run.finish({{"test_accuracy", last.accuracy},
               {"test_loss", last.loss},
               {"per_class_accuracy", per_class},
-              {"dataset", dataset_name(dir)},
+              {"dataset", data::mnist_dataset_name(dir)},
               {"steps", step},
               {"epochs", double(step) / double(per_epoch)},
               {"parameters", count_parameters<float>(net)},
@@ -201,7 +194,7 @@ int eval(const CommonFlags& common) {
   load_weights<float>(path, net);
   const data::Mnist te = load_split(common.data, "t10k");
   EvalResult r = evaluate(net, te);
-  std::printf("%s test set (%lld images): accuracy %.2f %%, loss %.4f\nper class:", dataset_name(common.data).c_str(),
+  std::printf("%s test set (%lld images): accuracy %.2f %%, loss %.4f\nper class:", data::mnist_dataset_name(common.data).c_str(),
               (long long)te.images.dim(0), 100.0 * r.accuracy, r.loss);
   for (std::size_t c = 0; c < r.per_class.size(); ++c) std::printf(" %zu: %.2f%%", c, 100.0 * r.per_class[c]);
   std::printf("\n");
@@ -214,7 +207,7 @@ int main(int argc, char** argv) {
   return run_main("mnist_classifier", [&] {
     Args a;
     CommonFlags common;
-    common.data = default_data_dir();
+    common.data = data::default_mnist_dir(MARROW_SOURCE_DIR);
     common.out = "runs/mnist_classifier";
     common.epochs = 4;
     common.steps = 0;
@@ -236,7 +229,7 @@ int main(int argc, char** argv) {
     if (common.threads > 0) omp_set_num_threads(common.threads);
     if (cmd == "train") {
       Json config = cli.values();
-      config.set("dataset", dataset_name(common.data));
+      config.set("dataset", data::mnist_dataset_name(common.data));
       return train(a, common, config);
     }
     if (cmd == "eval") return eval(common);
