@@ -86,7 +86,6 @@ class Progress {
   }
 
   bool is_tty() const { return tty_; }
-  void set_total(std::int64_t total) { o_.total = total; }
   // Items per second since the first update.
   double rate() const {
     const double dt = last_ - start_;

@@ -70,7 +70,6 @@ class Run {
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
-  const std::string& out() const { return flags_.out; }
   std::string path(const std::string& file) const { return flags_.out + "/" + file; }
   std::string checkpoint_path() const { return flags_.checkpoint_path(); }
   bool resuming() const { return flags_.resume; }
@@ -88,16 +87,9 @@ class Run {
                  ", past the run's end at step ", o_.steps);
     return info;
   }
-  // The total may be known only after the data is read (epochs) or a resume.
-  void set_total_steps(std::int64_t steps) {
-    o_.steps = steps;
-    bar_.set_total(steps);
-  }
-
   // ---- one step ------------------------------------------------------------------------------
   void start_step() { timer_.start(); }
   double stop_step() { return timer_.stop(); }  // the step's milliseconds
-  void record_step_ms(double ms) { timer_.record(ms); }
   const StepTimer& timer() const { return timer_; }
 
   // A NaN or infinite value stops the run, naming the step and the checkpoint
