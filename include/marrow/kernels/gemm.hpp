@@ -63,12 +63,34 @@ class EigenOnThisThread {
   int saved_ = 0;
 };
 
+// Every product runs on one of four operand forms: a and b each a row-major or a
+// column-major (transposed) view with an outer stride, the destination a row-major
+// view with an outer stride. Eigen instantiates its product machinery once per
+// form, not once per caller's expression type (a block of a map, its transpose,
+// the same thing cut by rows for a thread), which is what the library's compile
+// time goes on. Eigen picks its kernels by storage order and inner strides stay
+// 1, so float products keep their bits; in double, a few tiny products (rows +
+// cols + depth under 20, which Eigen computes coefficient-wise) may round their
+// last bit differently than through the old expression types.
+template <class T, int Order>
+using StridedView = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Order>, 0, Eigen::OuterStride<>>;
+template <class T> using DstView = Eigen::Map<RowMat<T>, 0, Eigen::OuterStride<>>;
+
+template <class X>
+auto strided_view(const X& x) {
+  using T = std::remove_const_t<typename X::Scalar>;
+  static_assert(bool(X::Flags & Eigen::DirectAccessBit), "gemm: operands must be views of memory (maps, blocks, transposes)");
+  eigen_assert(x.innerStride() == 1);
+  constexpr int order = X::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor;
+  return StridedView<T, order>(x.data(), x.rows(), x.cols(), Eigen::OuterStride<>(x.outerStride()));
+}
+
 // dst (+)= alpha·a·b on this thread, with the expression the ops always used
 // (alpha 1: the plain product; else Eigen folds alpha into its GEMM).
-template <bool Add, class Dst, class A, class B, class S>
-void gemm_here(Dst&& dst, const A& a, const B& b, S alpha) {
+template <bool Add, class T, class A, class B>
+void gemm_here(DstView<T> dst, const A& a, const B& b, T alpha) {
   EigenOnThisThread one;
-  if (alpha == S(1)) {
+  if (alpha == T(1)) {
     if constexpr (Add) dst.noalias() += a * b;
     else dst.noalias() = a * b;
   } else {
@@ -86,11 +108,9 @@ inline int gemm_team() {
 #endif
 }
 
-template <bool Add, class Dst, class A, class B, class S>
-void gemm_into(Dst&& dst, const A& a, const B& b, S alpha) {
-  using T = typename std::decay_t<Dst>::Scalar;
-  static_assert(std::decay_t<Dst>::IsRowMajor, "gemm: the destination must be row-major");
-  const index_t rows = dst.rows(), cols = dst.cols(), depth = a.cols();
+template <bool Add, class T, class A, class B>
+void gemm_into(DstView<T> dst, const A& a, const B& b, T alpha) {
+  const index_t rows = dst.rows(), cols = dst.cols(), depth = a.cols(), ld = dst.outerStride();
   const int team = gemm_team();
   // Eigen's register blocks for a row-major destination: nr destination rows by mr columns.
   // Rows whenever every thread gets a block of them (cutting the colorizer's 64×1024×32
@@ -113,24 +133,35 @@ void gemm_into(Dst&& dst, const A& a, const B& b, S alpha) {
     const index_t b0 = i * blocks / n, b1 = (i + 1) * blocks / n;  // the last piece takes the ragged end
     if (by_rows) {
       const index_t r0 = b0 * nr, r1 = i + 1 == n ? rows : b1 * nr;
-      gemm_here<Add>(dst.middleRows(r0, r1 - r0), a.middleRows(r0, r1 - r0), b, alpha);
+      const DstView<T> piece(dst.data() + r0 * ld, r1 - r0, cols, Eigen::OuterStride<>(ld));
+      gemm_here<Add>(piece, strided_view(a.middleRows(r0, r1 - r0)), b, alpha);
     } else {
       const index_t c0 = b0 * mr, c1 = i + 1 == n ? cols : b1 * mr;
-      gemm_here<Add>(dst.middleCols(c0, c1 - c0), a, b.middleCols(c0, c1 - c0), alpha);
+      const DstView<T> piece(dst.data() + c0, rows, c1 - c0, Eigen::OuterStride<>(ld));
+      gemm_here<Add>(piece, a, strided_view(b.middleCols(c0, c1 - c0)), alpha);
     }
   }
+}
+
+template <class Dst>
+auto dst_view(Dst& dst) {
+  using T = typename Dst::Scalar;
+  static_assert(Dst::IsRowMajor, "gemm: the destination must be row-major");
+  static_assert(bool(Dst::Flags & Eigen::DirectAccessBit), "gemm: the destination must be a view of memory");
+  eigen_assert(dst.innerStride() == 1);
+  return DstView<T>(dst.data(), dst.rows(), dst.cols(), Eigen::OuterStride<>(dst.outerStride()));
 }
 
 // dst = alpha·a·b. dst: a row-major Eigen view (a Map or a block of one); a, b:
 // Eigen views with direct access (Maps, blocks, transposes).
 template <class Dst, class A, class B>
 void gemm(Dst&& dst, const A& a, const B& b, typename std::decay_t<Dst>::Scalar alpha = 1) {
-  gemm_into<false>(dst, a, b, alpha);
+  gemm_into<false>(dst_view(dst), strided_view(a), strided_view(b), alpha);
 }
 // dst += alpha·a·b.
 template <class Dst, class A, class B>
 void gemm_add(Dst&& dst, const A& a, const B& b, typename std::decay_t<Dst>::Scalar alpha = 1) {
-  gemm_into<true>(dst, a, b, alpha);
+  gemm_into<true>(dst_view(dst), strided_view(a), strided_view(b), alpha);
 }
 
 }  // namespace marrow::detail
