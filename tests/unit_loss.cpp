@@ -254,7 +254,9 @@ TEST_CASE("mse, l1, smooth_l1: gradients to both inputs, every reduction") {
         {"smooth_l1 beta 1", [&](auto& t, auto& x, auto& y) { return smooth_l1(t, x, y, 1.0, red); }},
         {"smooth_l1 beta 0.37", [&](auto& t, auto& x, auto& y) { return smooth_l1(t, x, y, 0.37, red); }},
     };
-    for (auto& [what, fn] : losses) {
+    for (const auto& entry : losses) {
+      const char* what = entry.first;
+      const Fn& fn = entry.second;
       CAPTURE(std::string(what));
       for (index_t i = 0; i < 10; ++i) {
         const double d = std::abs(a.value()[i] - b.value()[i]);

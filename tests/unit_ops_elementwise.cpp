@@ -26,7 +26,8 @@ const std::vector<std::pair<Shape, Shape>> kBroadcastPatterns = {
 }  // namespace
 
 TEST_CASE("ops: add/sub/mul/div/maximum/minimum gradients over every broadcast pattern") {
-  for (auto& [sa, sb] : kBroadcastPatterns) {
+  for (const auto& pattern : kBroadcastPatterns) {
+    const Shape &sa = pattern.first, &sb = pattern.second;
     CAPTURE(sa.str());
     CAPTURE(sb.str());
     check_binary([](auto& t, auto a, auto b) { return add(t, a, b); }, sa, sb);
@@ -84,7 +85,9 @@ TEST_CASE("ops: unary math and activations gradients") {
       {"tanh", [](auto& t, auto& x) { return tanh(t, x); }},
       {"softplus", [](auto& t, auto& x) { return softplus(t, x); }},
   };
-  for (auto& [name, fn] : unary) {
+  for (const auto& entry : unary) {
+    const char* name = entry.first;
+    const auto& fn = entry.second;
     CAPTURE(name);
     Rng rng(11);
     Param<double> x(rand_away_from_zero({3, 5}, rng));

@@ -56,7 +56,8 @@ TEST_CASE("ops: matmul 2-D and batched with broadcast batch dims") {
       {{3, 4}, {2, 4, 5}},       // a broadcast
       {{2, 1, 3, 4}, {3, 4, 2}}, // batch dims broadcast both ways
   };
-  for (auto& [sa, sb] : cases) {
+  for (const auto& shapes : cases) {
+    const Shape &sa = shapes.first, &sb = shapes.second;
     CAPTURE(sa.str());
     CAPTURE(sb.str());
     Rng rng(9);

@@ -329,7 +329,10 @@ template <class T> Var<T> index_select(Tape<T>& t, const Arg<T>& x, int axis, co
   const int a = shape_detail::resolve_axis(s, axis, "index_select");
   MARROW_CHECK(idx.ndim() == 1, "index_select: index must be 1-D, got ", idx.shape().str());
   const index_t K = idx.numel();
-  const auto [outer, n, inner] = shape_detail::axis_split(s, a);
+  // Plain names, not a structured binding: OpenMP regions and lambdas below capture them
+  // (clang before 16 cannot capture structured bindings).
+  const shape_detail::AxisSplit split = shape_detail::axis_split(s, a);
+  const index_t outer = split.outer, n = split.n, inner = split.inner;
   for (index_t k = 0; k < K; ++k)
     MARROW_CHECK(idx[k] >= 0 && idx[k] < n, "index_select: index ", idx[k], " out of range for axis ", axis,
                  " of size ", n, " (input ", s.str(), ")");
@@ -342,7 +345,7 @@ template <class T> Var<T> index_select(Tape<T>& t, const Arg<T>& x, int axis, co
   for (index_t o = 0; o < outer; ++o)
     for (index_t k = 0; k < K; ++k) std::copy_n(px + (o * n + idx[k]) * inner, inner, po + (o * K + k) * inner);
   Var<T> res = t.push(std::move(out), x);
-  t.on_backward(res, [x, res, idx, outer = outer, n = n, inner = inner, K] {
+  t.on_backward(res, [x, res, idx, outer, n, inner, K] {
     const T* g = res.grad().data();
     T* dx = x.grad().data();
     // Repeated indices hit the same row, so k runs serially within each outer slice.

@@ -4,6 +4,7 @@
 // (final figures, written atomically), step timing and peak memory.
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -129,7 +130,10 @@ class StepTimer {
 
 // DIR/summary.json, written atomically. Always has wall_s, ms_per_step
 // (median) and peak_rss_mb; `fields` adds the run's final figures.
-inline Json write_summary(const std::string& dir, const StepTimer& timer, const Json& fields) {
+// (A template, so that a braced list of members always picks the overload below: as a
+// Json, {{"loss", 0.5}} could also read as std::string("loss", 0.5) to some compilers.)
+template <std::same_as<Json> J>
+Json write_summary(const std::string& dir, const StepTimer& timer, const J& fields) {
   Json s = Json::object({{"wall_s", timer.wall_s()}, {"ms_per_step", timer.median_ms()},
                          {"steps_timed", timer.steps()}, {"peak_rss_mb", peak_rss_mb()}});
   for (auto& [k, v] : fields.members()) s.set(k, v);

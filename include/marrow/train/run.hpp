@@ -19,6 +19,7 @@
 //   run.finish({{"val_loss", v}});                        // plots, summary.json, printed on stdout
 #include <omp.h>
 
+#include <concepts>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -137,7 +138,9 @@ class Run {
   // Ends the progress line, draws the plots, writes summary.json (wall_s,
   // ms_per_step median, peak_rss_mb, threads, seed, config, then `fields`) and
   // prints it on stdout.
-  Json finish(const Json& fields = Json::object()) {
+  // (A template for the reason write_summary's is one.)
+  template <std::same_as<Json> J>
+  Json finish(const J& fields) {
     bar_.finish();
     draw_plots();
     Json all = Json::object({{"threads", omp_get_max_threads()}, {"seed", flags_.seed}, {"config", config_}});
@@ -146,7 +149,7 @@ class Run {
     std::printf("%s\n", s.dump().c_str());
     return s;
   }
-  Json finish(std::initializer_list<Json::Member> fields) { return finish(Json::object(fields)); }
+  Json finish(std::initializer_list<Json::Member> fields = {}) { return finish(Json::object(fields)); }
 
  private:
   CommonFlags flags_;
