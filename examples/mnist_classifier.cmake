@@ -1,19 +1,18 @@
 # Smoke tests of the mnist_classifier binary: a tiny training run, eval of its
-# checkpoint, and bad usage. They need MNIST beside the repository (or Debian's
-# Fashion-MNIST, the binary's fallback); without either they are not registered.
+# checkpoint, and bad usage. The data-dependent ones run on the smoke digits
+# (examples/CMakeLists.txt) and are registered only when those can be written.
 if(MARROW_BUILD_TESTS)
-  set(MARROW_DIGITS_DIR ${PROJECT_SOURCE_DIR}/../shared/data/mnist)
-  if(NOT EXISTS ${MARROW_DIGITS_DIR}/train-images-idx3-ubyte.gz)
-    set(MARROW_DIGITS_DIR /usr/share/datasets/fashion-mnist)
-  endif()
-  if(EXISTS ${MARROW_DIGITS_DIR}/train-images-idx3-ubyte.gz)
+  if(MARROW_SMOKE_DIGITS)
     set(MARROW_CLF_SMOKE ${CMAKE_CURRENT_BINARY_DIR}/runs/mnist-classifier-smoke)
     add_test(NAME example.mnist_classifier.train_tiny
-      COMMAND mnist_classifier train --epochs 0 --steps 30 --log-every 10 --threads 1 --out ${MARROW_CLF_SMOKE})
+      COMMAND mnist_classifier train --data ${MARROW_SMOKE_DIGITS} --epochs 0 --steps 30 --log-every 10 --threads 1
+              --out ${MARROW_CLF_SMOKE})
     add_test(NAME example.mnist_classifier.eval_tiny
-      COMMAND mnist_classifier eval --ckpt ${MARROW_CLF_SMOKE}/checkpoint.safetensors --threads 1)
+      COMMAND mnist_classifier eval --data ${MARROW_SMOKE_DIGITS} --ckpt ${MARROW_CLF_SMOKE}/checkpoint.safetensors
+              --threads 1)
+    set_tests_properties(example.mnist_classifier.train_tiny PROPERTIES FIXTURES_REQUIRED smoke_digits)
     set_tests_properties(example.mnist_classifier.eval_tiny PROPERTIES DEPENDS example.mnist_classifier.train_tiny
-      PASS_REGULAR_EXPRESSION "accuracy [0-9.]+ %")
+      FIXTURES_REQUIRED smoke_digits PASS_REGULAR_EXPRESSION "accuracy [0-9.]+ %")
     marrow_expect_exit(example.mnist_classifier.missing_ckpt 1 "nonexistent" mnist_classifier eval
       --ckpt /nonexistent/ckpt.safetensors)
   endif()
