@@ -1,0 +1,183 @@
+#pragma once
+// The processes of a data-parallel run and what they say to each other.
+//
+// Built with MPI (MARROW_MPI defined, Open MPI's mpi.h on the include path,
+// libmpi linked: CMake's MARROW_MPI option does all three) a Comm is an MPI
+// communicator; built without it, every Comm is a world of one process and
+// every call below is a no-op, so code written for N processes runs unchanged
+// on one.
+//
+// Only the main thread talks (MPI_THREAD_FUNNELED), outside OpenMP regions.
+//
+//   dist::Comm& world = dist::Comm::world();   // starts MPI on first use
+//   world.agree("charformer", config_text);    // every rank the same run, or a clear error
+//   world.broadcast(bytes, n);                 // rank 0's copy everywhere
+//   world.tree_sum(grad, n);                   // the pairwise sum over ranks, the same bits on every rank
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../config.hpp"
+
+#ifdef MARROW_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only: MPI's deprecated C++ bindings do not compile cleanly
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
+
+namespace marrow::dist {
+
+// 64-bit FNV-1a: what ranks compare instead of sending their whole configuration.
+inline std::uint64_t fnv1a(const std::string& text) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+inline bool is_power_of_two(long long n) { return n > 0 && (n & (n - 1)) == 0; }
+
+class Comm {
+ public:
+  // Every process of the job (mpirun -np N); one process when not started by
+  // mpirun or built without MPI.
+  static Comm& world() {
+    static Comm w = make_world();
+    return w;
+  }
+  // This process alone: the reference a distributed result is compared with.
+  static Comm& self() {
+    static Comm s = make_self();
+    return s;
+  }
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool is_root() const { return rank_ == 0; }
+
+  void barrier() const {
+#ifdef MARROW_MPI
+    if (size_ > 1) MPI_Barrier(comm_);
+#endif
+  }
+
+  // Rank `root`'s bytes into every rank's buffer.
+  void broadcast(void* data, std::size_t bytes, int root = 0) const {
+#ifdef MARROW_MPI
+    if (size_ == 1) return;
+    auto* p = static_cast<char*>(data);
+    for (std::size_t off = 0; off < bytes; off += kChunk) {
+      const int n = int(std::min(kChunk, bytes - off));
+      MPI_Bcast(p + off, n, MPI_BYTE, root, comm_);
+    }
+#else
+    (void)data, (void)bytes, (void)root;
+#endif
+  }
+
+  // Start-up agreement: every rank passes the text that must be the same
+  // everywhere (the configuration, the parameter shapes). A mismatch throws on
+  // every rank, naming the ranks that differ from rank 0, so mpirun stops at
+  // once instead of hanging in the first gradient sum.
+  void agree(const std::string& what, const std::string& text) const {
+    if (size_ == 1) return;
+#ifdef MARROW_MPI
+    std::uint64_t mine = fnv1a(text);
+    std::vector<std::uint64_t> all(std::size_t(size_), 0);
+    MPI_Allgather(&mine, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, comm_);
+    std::string bad;
+    for (int r = 1; r < size_; ++r)
+      if (all[std::size_t(r)] != all[0]) bad += (bad.empty() ? "" : ", ") + std::to_string(r);
+    MARROW_CHECK(bad.empty(), what, ": rank(s) ", bad, " of ", size_, " started with another ",
+                 "configuration than rank 0 (flags, data or model shapes differ); every rank must run the same command");
+#else
+    (void)what, (void)text;
+#endif
+  }
+
+  // data ← the sum of every rank's data, added in the fixed pairwise tree of
+  // rank order ((r0 + r1) + (r2 + r3) ...), so every rank ends with the same
+  // bits and they do not depend on which message arrived first. The world size
+  // must be a power of two. Recursive doubling: at level l each rank swaps its
+  // partial sum with rank ^ 2^l and adds (lower rank's sum first: addition is
+  // commutative in IEEE arithmetic, the order is only for the reader).
+  template <class T> void tree_sum(T* data, std::size_t n) const {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "tree_sum: float or double");
+    if (size_ == 1 || n == 0) return;
+#ifdef MARROW_MPI
+    MARROW_CHECK(is_power_of_two(size_), "tree_sum: the number of processes (", size_,
+                 ") must be a power of two so that the pairwise tree is fixed");
+    const MPI_Datatype type = std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE;
+    const std::size_t chunk = kChunk / sizeof(T);
+    if (scratch_.size() < std::min(n, chunk) * sizeof(T)) scratch_.resize(std::min(n, chunk) * sizeof(T));
+    T* theirs = reinterpret_cast<T*>(scratch_.data());
+    for (std::size_t off = 0; off < n; off += chunk) {
+      const std::size_t m = std::min(chunk, n - off);
+      T* mine = data + off;
+      for (int step = 1; step < size_; step <<= 1) {
+        const int partner = rank_ ^ step;
+        MPI_Sendrecv(mine, int(m), type, partner, step, theirs, int(m), type, partner, step, comm_, MPI_STATUS_IGNORE);
+        if (rank_ < partner)
+          for (std::size_t i = 0; i < m; ++i) mine[i] = mine[i] + theirs[i];
+        else
+          for (std::size_t i = 0; i < m; ++i) mine[i] = theirs[i] + mine[i];
+      }
+    }
+#else
+    (void)data;
+#endif
+  }
+
+  // The sum over ranks of one number (for logging, not for training: its
+  // order is the tree's, like tree_sum).
+  double sum(double value) const {
+    tree_sum(&value, 1);
+    return value;
+  }
+
+ private:
+  static constexpr std::size_t kChunk = std::size_t(1) << 24;  // bytes per message: int counts stay small
+  int rank_ = 0, size_ = 1;
+  mutable std::vector<char> scratch_;
+#ifdef MARROW_MPI
+  MPI_Comm comm_ = MPI_COMM_SELF;
+
+  // MPI starts once per process, with the main thread the only one that calls
+  // it, and ends at exit after every rank got there.
+  static void start() {
+    int started = 0;
+    MPI_Initialized(&started);
+    if (started) return;
+    int provided = 0;
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    MARROW_CHECK(provided >= MPI_THREAD_FUNNELED, "MPI: this MPI library cannot run with OpenMP threads "
+                                                  "(MPI_THREAD_FUNNELED not provided)");
+    std::atexit([] {
+      int done = 0;
+      MPI_Finalized(&done);
+      if (!done) MPI_Finalize();
+    });
+  }
+  // Started by mpirun (or another launcher that sets the PMI/PMIx variables).
+  static bool launched() {
+    return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");
+  }
+  static Comm make_world() {
+    Comm c;
+    if (!launched()) return c;  // a plain run: no MPI start-up cost, a world of one
+    start();
+    c.comm_ = MPI_COMM_WORLD;
+    MPI_Comm_rank(c.comm_, &c.rank_);
+    MPI_Comm_size(c.comm_, &c.size_);
+    return c;
+  }
+#else
+  static Comm make_world() { return Comm(); }
+#endif
+  static Comm make_self() { return Comm(); }
+};
+
+}  // namespace marrow::dist

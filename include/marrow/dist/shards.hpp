@@ -1,0 +1,148 @@
+#pragma once
+// Data parallelism that gives the same bits on any number of processes.
+//
+// A global batch of B samples is cut into K shards of B/K (K a power of two,
+// `--shards K`). Each rank owns K/N consecutive shards and computes their
+// gradients one shard at a time, each shard's loss the mean over its own
+// samples. The K shard gradients are summed in one fixed pairwise tree in
+// shard order, ((g0 + g1) + (g2 + g3)) + ..., the lower levels inside a rank,
+// the upper ones across ranks (Comm::tree_sum), then scaled by 1/K (exact: a
+// power of two). So one process with --shards 2 and two processes with one
+// shard each compute the same additions in the same order, and a run resumes
+// at another process count as long as K and the threads per shard stay fixed.
+//
+//   dist::ShardSum<float> grads(params, world, K);
+//   for (int s = grads.first_shard(); s < grads.end_shard(); ++s) {
+//     auto [b0, b1] = dist::shard_range(batch, K, s);
+//     ... forward and backward of samples b0..b1 of the global batch ...
+//     grads.add_shard();                 // takes the shard's gradients, zeroes the params' ones
+//   }
+//   grads.finish();                      // the params' gradients hold the global batch's mean gradient
+//   opt.step();
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "../tape.hpp"
+#include "comm.hpp"
+
+namespace marrow::dist {
+
+// Samples [begin, end) of a global batch of `batch` that shard `shard` of K takes.
+inline std::pair<std::int64_t, std::int64_t> shard_range(std::int64_t batch, int shards, int shard) {
+  MARROW_CHECK(shards >= 1 && batch % shards == 0, "--shards ", shards, " must divide the global batch of ", batch);
+  const std::int64_t per = batch / shards;
+  return {per * shard, per * (shard + 1)};
+}
+
+// The part of a global batch's sample indices (one DataLoader batch, the same
+// on every rank) that shard `shard` of K trains on: how each epoch's shuffled
+// order is dealt to the ranks, every sample to exactly one shard.
+template <class I> std::vector<I> shard_indices(const std::vector<I>& batch, int shards, int shard) {
+  const auto [b0, b1] = shard_range(std::int64_t(batch.size()), shards, shard);
+  return std::vector<I>(batch.begin() + b0, batch.begin() + b1);
+}
+
+// Checks a shard count against the world: a power of two that the world size divides.
+inline void check_shards(int shards, const Comm& comm) {
+  MARROW_CHECK(is_power_of_two(shards), "--shards ", shards, " must be a power of two (1, 2, 4, ...)");
+  MARROW_CHECK(shards % comm.size() == 0, "--shards ", shards, " must be a multiple of the number of processes (",
+               comm.size(), ")");
+}
+
+template <class T> class ShardSum {
+ public:
+  ShardSum(ParamList<T> params, const Comm& comm, int shards) : params_(std::move(params)), comm_(comm), shards_(shards) {
+    check_shards(shards, comm);
+    for (auto& p : params_) numel_ += std::size_t(p.param->numel());
+  }
+
+  int shards() const { return shards_; }
+  int local_shards() const { return shards_ / comm_.size(); }
+  int first_shard() const { return comm_.rank() * local_shards(); }
+  int end_shard() const { return first_shard() + local_shards(); }
+
+  // After a shard's backward: its gradients join the partial sums (a binary
+  // counter: two sums of equal height merge, older on the left) and the
+  // parameters' gradients are zeroed for the next shard.
+  void add_shard() {
+    MARROW_CHECK(taken_ < local_shards(), "ShardSum: more shards added than this rank owns (", local_shards(), ")");
+    if (shards_ == 1) {  // one shard: its gradient is the batch's, nothing to move
+      ++taken_;
+      return;
+    }
+    std::vector<T>& buf = free_buffer();
+    T* out = buf.data();
+    for (auto& p : params_) {
+      Tensor<T>& g = p.param->grad();
+      std::copy_n(g.data(), g.numel(), out);
+      out += g.numel();
+      g.zero();
+    }
+    stack_.push_back({&buf, 0});
+    while (stack_.size() >= 2 && stack_[stack_.size() - 2].height == stack_.back().height) {
+      Partial right = stack_.back();
+      stack_.pop_back();
+      Partial& left = stack_.back();
+      T* l = left.sum->data();
+      const T* r = right.sum->data();
+      for (std::size_t i = 0; i < numel_; ++i) l[i] = l[i] + r[i];
+      ++left.height;
+      spare_.push_back(right.sum);
+    }
+    ++taken_;
+  }
+
+  // Every local shard added: the tree's upper levels across ranks, the 1/K
+  // scale, and the result back in the parameters' gradients.
+  void finish() {
+    MARROW_CHECK(taken_ == local_shards(), "ShardSum: ", taken_, " of this rank's ", local_shards(), " shards added");
+    taken_ = 0;
+    if (shards_ == 1) return;
+    MARROW_CHECK(stack_.size() == 1, "ShardSum: the local shards did not form one pairwise tree");
+    std::vector<T>& sum = *stack_.back().sum;
+    stack_.clear();
+    comm_.tree_sum(sum.data(), numel_);
+    const T scale = T(1) / T(shards_);
+    const T* in = sum.data();
+    for (auto& p : params_) {
+      Tensor<T>& g = p.param->grad();
+      T* d = g.data();
+      for (index_t i = 0; i < g.numel(); ++i) d[i] = in[i] * scale;
+      in += g.numel();
+    }
+    spare_.push_back(&sum);
+  }
+
+  // The number of gradient entries each rank sends per step.
+  std::size_t numel() const { return numel_; }
+
+ private:
+  struct Partial {
+    std::vector<T>* sum;
+    int height;
+  };
+  // Buffers live as long as the ShardSum: steady-state steps allocate nothing.
+  std::vector<T>& free_buffer() {
+    if (spare_.empty()) {
+      buffers_.push_back(std::make_unique<std::vector<T>>(numel_));
+      return *buffers_.back();
+    }
+    std::vector<T>* b = spare_.back();
+    spare_.pop_back();
+    return *b;
+  }
+
+  ParamList<T> params_;
+  const Comm& comm_;
+  int shards_;
+  std::size_t numel_ = 0;
+  int taken_ = 0;
+  std::vector<Partial> stack_;
+  std::vector<std::unique_ptr<std::vector<T>>> buffers_;
+  std::vector<std::vector<T>*> spare_;
+};
+
+}  // namespace marrow::dist
