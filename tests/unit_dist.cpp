@@ -45,9 +45,11 @@ bool same_bits(const float* a, const float* b, std::size_t n) { return std::memc
 // shards [first, end) of K, summed by a ShardSum over `comm`.
 struct Net {
   Param<float> w1, b1, w2, b2;
-  explicit Net(Rng& rng)
-      : w1(randn<float>({6, 5}, rng, 0.0, 0.5)), b1(randn<float>({6}, rng)), w2(randn<float>({3, 6}, rng, 0.0, 0.5)),
-        b2(randn<float>({3}, rng)) {}
+  Net() {  // the same weights in every Net
+    Rng rng(9);
+    w1 = Param<float>(randn<float>({6, 5}, rng, 0.0, 0.5)), b1 = Param<float>(randn<float>({6}, rng));
+    w2 = Param<float>(randn<float>({3, 6}, rng, 0.0, 0.5)), b2 = Param<float>(randn<float>({3}, rng));
+  }
   ParamList<float> params() { return {{"w1", &w1}, {"b1", &b1}, {"w2", &w2}, {"b2", &b2}}; }
 };
 void sharded_gradients(Net& net, const Tensor<float>& x, const Tensor<float>& y, const dist::Comm& comm, int shards) {
@@ -89,11 +91,7 @@ TEST_CASE("dist: sharded gradients are the same bits on any number of processes,
   const dist::Comm& world = dist::Comm::world();
   Rng rng(5);
   const Tensor<float> x = randn<float>({16, 5}, rng), y = randn<float>({16, 3}, rng);
-  Rng init(9);
-  Net dist_net(init), self_net = [] {
-    Rng r(9);
-    return Net(r);
-  }();
+  Net dist_net, self_net;
   const int K = 4;
   sharded_gradients(dist_net, x, y, world, K);      // this rank's shards, the upper tree across ranks
   sharded_gradients(self_net, x, y, dist::Comm::self(), K);  // all four shards here
@@ -103,8 +101,7 @@ TEST_CASE("dist: sharded gradients are the same bits on any number of processes,
     CHECK(same_bits(a[i].param->grad().data(), b[i].param->grad().data(), std::size_t(a[i].param->numel())));
   }
   // One shard of 16: the plain batch gradient. The sharded one is the same mean, up to rounding.
-  Rng r(9);
-  Net whole(r);
+  Net whole;
   sharded_gradients(whole, x, y, dist::Comm::self(), 1);
   auto w = whole.params();
   for (std::size_t i = 0; i < a.size(); ++i)
@@ -125,7 +122,8 @@ TEST_CASE("dist: each epoch's shuffled order is dealt to the shards, every sampl
   std::vector<double> seen(std::size_t(N), 0.0);
   for (index_t b = 0; b + B <= N; b += B) {
     const std::vector<index_t> batch(order.begin() + b, order.begin() + b + B);
-    for (int s = world.rank() * (K / world.size()); s < (world.rank() + 1) * (K / world.size()); ++s)
+    const dist::ShardSpan mine = dist::local_shards(world, K);
+    for (int s = mine.begin; s < mine.end; ++s)
       for (index_t i : dist::shard_indices(batch, K, s)) seen[std::size_t(i)] += 1;
   }
   world.tree_sum(seen.data(), seen.size());

@@ -131,13 +131,6 @@ class Comm {
 #endif
   }
 
-  // The sum over ranks of one number (for logging, not for training: its
-  // order is the tree's, like tree_sum).
-  double sum(double value) const {
-    tree_sum(&value, 1);
-    return value;
-  }
-
  private:
   static constexpr std::size_t kChunk = std::size_t(1) << 24;  // bytes per message: int counts stay small
   int rank_ = 0, size_ = 1;

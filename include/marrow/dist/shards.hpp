@@ -52,17 +52,27 @@ inline void check_shards(int shards, const Comm& comm) {
                comm.size(), ")");
 }
 
+// The consecutive shards [begin, end) of K that this rank computes.
+struct ShardSpan {
+  int begin, end;
+};
+inline ShardSpan local_shards(const Comm& comm, int shards) {
+  check_shards(shards, comm);
+  const int per = shards / comm.size();
+  return {comm.rank() * per, (comm.rank() + 1) * per};
+}
+
 template <class T> class ShardSum {
  public:
-  ShardSum(ParamList<T> params, const Comm& comm, int shards) : params_(std::move(params)), comm_(comm), shards_(shards) {
-    check_shards(shards, comm);
+  ShardSum(ParamList<T> params, const Comm& comm, int shards)
+      : params_(std::move(params)), comm_(comm), shards_(shards), mine_(dist::local_shards(comm, shards)) {
     for (auto& p : params_) numel_ += std::size_t(p.param->numel());
   }
 
   int shards() const { return shards_; }
-  int local_shards() const { return shards_ / comm_.size(); }
-  int first_shard() const { return comm_.rank() * local_shards(); }
-  int end_shard() const { return first_shard() + local_shards(); }
+  int local_shards() const { return mine_.end - mine_.begin; }
+  int first_shard() const { return mine_.begin; }
+  int end_shard() const { return mine_.end; }
 
   // After a shard's backward: its gradients join the partial sums (a binary
   // counter: two sums of equal height merge, older on the left) and the
@@ -116,9 +126,6 @@ template <class T> class ShardSum {
     spare_.push_back(&sum);
   }
 
-  // The number of gradient entries each rank sends per step.
-  std::size_t numel() const { return numel_; }
-
  private:
   struct Partial {
     std::vector<T>* sum;
@@ -138,6 +145,7 @@ template <class T> class ShardSum {
   ParamList<T> params_;
   const Comm& comm_;
   int shards_;
+  ShardSpan mine_;
   std::size_t numel_ = 0;
   int taken_ = 0;
   std::vector<Partial> stack_;
