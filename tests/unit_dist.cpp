@@ -149,3 +149,11 @@ TEST_CASE("dist: shard counts must be powers of two that divide the batch and fi
   CHECK_THROWS_WITH_AS(dist::check_shards(3, dist::Comm::self()), doctest::Contains("power of two"), Error);
   CHECK(dist::shard_range(12, 4, 3) == std::pair<std::int64_t, std::int64_t>{9, 12});
 }
+
+TEST_CASE("dist: broadcast gives every rank rank 0's bytes") {
+  const dist::Comm& world = dist::Comm::world();
+  std::vector<float> v = contribution(world.rank(), 5000);
+  world.broadcast(v.data(), v.size() * sizeof(float));
+  const std::vector<float> want = contribution(0, 5000);
+  CHECK(same_bits(v.data(), want.data(), v.size()));
+}
