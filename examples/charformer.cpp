@@ -113,10 +113,15 @@ int train(Args a, const CommonFlags& common, std::int64_t log_every, const Json&
                       .options = {.title = "charformer: cross entropy (nats/char)", .xlabel = "step", .ylabel = "loss"}}}},
           config);
   if (run.resuming()) tr.resume(run.checkpoint_path());
+  tr.distribute(run.world(), run.shards());  // under mpirun: each rank its shards of every batch
   const index_t n_params = count_parameters<float>(tr.model);
-  std::fprintf(stderr, "charformer: %lld parameters, vocabulary %d, train %zu / val %zu characters, %d threads%s\n",
-               (long long)n_params, vocab.size(), tr.train_tokens.size(), tr.val_tokens.size(), omp_get_max_threads(),
-               run.resuming() ? (", resuming at step " + std::to_string(tr.step)).c_str() : "");
+  if (run.is_root())
+    std::fprintf(stderr, "charformer: %lld parameters, vocabulary %d, train %zu / val %zu characters, %d threads%s%s\n",
+                 (long long)n_params, vocab.size(), tr.train_tokens.size(), tr.val_tokens.size(), omp_get_max_threads(),
+                 run.world().size() > 1 || run.shards() > 1
+                     ? marrow::detail::cat(" per process, ", run.world().size(), " processes, ", run.shards(), " shards").c_str()
+                     : "",
+                 run.resuming() ? (", resuming at step " + std::to_string(tr.step)).c_str() : "");
   double train_loss = NAN, val_loss = NAN, best_val = INFINITY;
   auto evaluate = [&] {
     train_loss = tr.estimate_loss(tr.train_tokens);
@@ -140,7 +145,7 @@ int train(Args a, const CommonFlags& common, std::int64_t log_every, const Json&
       line.set("weight_norm." + h + ".mlp", s.blocks[i].mlp_weight);
       line.set("attn_entropy." + h, s.attn_entropy[i]);
     }
-    run.log(line);
+    run.log(with_allreduce(tr.dp->timing(), line));
     run.progress(s.step, {{"loss", s.loss}, {"lr", s.lr}});
     const bool stop = run.interrupted();
     if (Run::every(s.step, a.eval_interval) || tr.done() || stop) {
@@ -229,7 +234,7 @@ int main(int argc, char** argv) {
     cli.command("train", "train on --data (first 90% train, last 10% validation)")
         .command("sample", "continue --prompt from a checkpoint, streaming to stdout")
         .command("eval", "validation loss and bits per character of a checkpoint on --data");
-    common.add_to(cli);
+    common.add_to(cli, {.shards = true});
     add_train_flags(cli, a, log_every);
     add_sample_flags(cli, sf);
     const std::string cmd = cli.parse_or_exit(argc, argv);

@@ -14,6 +14,7 @@
 
 #include <marrow/data/idx.hpp>
 #include <marrow/data/loader.hpp>
+#include <marrow/dist/data_parallel.hpp>
 #include <marrow/loss.hpp>
 #include <marrow/optim.hpp>
 #include <marrow/schedule.hpp>
@@ -120,6 +121,9 @@ int train(const Args& a, const CommonFlags& common, const Json& config) {
                .options = {.title = "LeNet test accuracy", .xlabel = "epoch", .ylabel = "fraction"}, .x_key = "epoch"}};
   Run run(common, std::move(ro), config);
   std::int64_t step = run.resume(ckpt);
+  // Each global batch cut into shards over the processes (one shard without mpirun).
+  dist::DataParallel<float> dp(params, run.world(), run.shards(),
+                               {.rngs = {&net.drop.rng}, .buffers = buffers<float>(net)});
 
   data::DataLoader<Batch> loader(N, [&](const std::vector<index_t>& idx, Rng&) { return gather(tr, idx); },
                                  {.batch_size = a.batch, .shuffle = true, .drop_last = true,
@@ -135,25 +139,29 @@ int train(const Args& a, const CommonFlags& common, const Json& config) {
     Batch b = loader.next();
     opt.set_lr(sched.at(step));
     run.start_step();
-    t.reset();
-    Var<float> logits = net(t, t.input(b.x));
-    Var<float> loss = cross_entropy(t, logits, b.y);
-    t.backward(loss);
+    const std::vector<double> shard_mean = dp.step(b.y.numel(), [&](std::int64_t b0, std::int64_t b1) {
+      t.reset();
+      const Tensor<std::int32_t> y = dist::batch_rows(b.y, b0, b1);
+      Var<float> logits = net(t, t.input(dist::batch_rows(b.x, b0, b1)));
+      Var<float> loss = cross_entropy(t, logits, y);
+      t.backward(loss);
+      const float* z = logits.value().data();
+      const index_t C = a.model.classes;
+      double right = 0;
+      for (index_t i = 0; i < y.numel(); ++i) right += (std::max_element(z + i * C, z + (i + 1) * C) - (z + i * C)) == y[i];
+      return std::vector<double>{double(loss.item()), right / double(y.numel())};
+    });
     opt.step();
     opt.zero_grad();
     run.stop_step();
     ++step;
-    const double l = double(loss.item());
+    const double l = shard_mean[0];
     run.check_finite(l, step);
-    const float* z = logits.value().data();
-    const index_t C = a.model.classes;
-    double right = 0;
-    for (index_t i = 0; i < b.y.numel(); ++i)
-      right += (std::max_element(z + i * C, z + (i + 1) * C) - (z + i * C)) == b.y[i];
-    run_loss += l, run_acc += right / double(b.y.numel()), ++run_n;
+    run_loss += l, run_acc += shard_mean[1], ++run_n;
     if (step % a.log_every == 0 || step == total) {
-      run.log({{"step", step}, {"epoch", double(step) / double(per_epoch)}, {"loss", run_loss / run_n},
-               {"train_accuracy", run_acc / run_n}, {"lr", double(opt.lr())}});
+      run.log(with_allreduce(dp.timing(), Json::object({{"step", step}, {"epoch", double(step) / double(per_epoch)},
+                                                         {"loss", run_loss / run_n}, {"train_accuracy", run_acc / run_n},
+                                                         {"lr", double(opt.lr())}})));
       run_loss = run_acc = 0, run_n = 0;
     }
     run.progress(step, {{"loss", l}});
@@ -215,7 +223,7 @@ int main(int argc, char** argv) {
     std::int64_t batch = a.batch;
     Cli cli("mnist_classifier", "LeNet-5 with BatchNorm on MNIST: the yardstick of the GAN metrics");
     cli.command("train", "train the classifier").command("eval", "test-set accuracy of a checkpoint");
-    common.add_to(cli);
+    common.add_to(cli, {.shards = true});
     cli.flag("batch", batch, "minibatch size").min(1);
     cli.flag("lr", a.lr, "Adam peak learning rate (cosine decay to 0)").min(0);
     cli.flag("weight-decay", a.weight_decay, "Adam L2 weight decay").min(0);

@@ -18,6 +18,10 @@ template <class... A> std::string cat(const A&... a) {
   (os << ... << a);
   return os.str();
 }
+// Called with the exit code when a binary's body fails (run_main). A run spread
+// over several processes sets it (dist::Comm) to stop every rank at once rather
+// than leave the others waiting for this one in the next collective.
+inline void (*g_on_failure)(int exit_code) = nullptr;
 }  // namespace detail
 
 }  // namespace marrow

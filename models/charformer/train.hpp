@@ -8,10 +8,12 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <marrow/data/text.hpp>
+#include <marrow/dist/data_parallel.hpp>
 #include <marrow/optim.hpp>
 #include <marrow/schedule.hpp>
 #include <marrow/train/checkpoint.hpp>
@@ -57,7 +59,7 @@ template <class T> class Trainer {
         opt(decay_groups(params), AdamWOptions<T>{.lr = T(args.lr), .beta1 = T(args.beta1), .beta2 = T(args.beta2),
                                                   .eps = T(1e-8), .weight_decay = T(args.weight_decay)}),
         schedule{T(args.lr), args.warmup, args.lr_decay_iters > 0 ? args.lr_decay_iters : std::max<std::int64_t>(args.steps, args.warmup + 1), T(args.min_lr)},
-        batch_rng(args.seed + 1) {
+        batch_rng(args.seed + 1), dp(std::in_place, params, dist::Comm::self(), 1) {
     MARROW_CHECK(args.batch_size > 0 && args.eval_iters > 0 && args.eval_interval > 0,
                  "charformer: batch_size, eval_iters and eval_interval must be positive");
     auto [tr, va] = data::split_train_val(vocab.encode(text), 0.9);
@@ -69,21 +71,35 @@ template <class T> class Trainer {
                  " in each part (train ", train_tokens.size(), ", validation ", val_tokens.size(), ")");
   }
 
+  // Each step's batch cut into `shards` shards over the ranks of `comm` (dist/data_parallel.hpp).
+  void distribute(const dist::Comm& comm, int shards) {
+    std::vector<Rng*> rngs;
+    for (auto& [name, rng] : model.dropout_rngs()) rngs.push_back(rng);
+    dp.emplace(params, comm, shards, dist::DataParallelOptions<T>{.rngs = rngs});
+  }
+
   // One optimizer step on a random batch. `diagnose` adds per-block norms and attention entropy.
   StepStats train_step(bool diagnose = false) {
     StepStats s;
     s.lr = double(schedule.at(step));
     opt.set_lr(T(s.lr));
+    // The global batch, drawn alike on every rank; each shard trains on its rows.
     data::TextBatch b = data::sample_text_batch(train_tokens, args.batch_size, args.model.block_size, batch_rng);
-    tape.reset();
-    std::vector<Tensor<T>> probs;
-    Var<T> loss = model.loss(tape, b.x, b.y, diagnose ? &probs : nullptr);
-    s.loss = double(loss.item());
-    check("loss", s.loss);
-    tape.backward(loss);
+    std::vector<double> stats = dp->step(args.batch_size, [&](std::int64_t b0, std::int64_t b1) {
+      tape.reset();
+      std::vector<Tensor<T>> probs;
+      Var<T> loss = model.loss(tape, dist::batch_rows(b.x, b0, b1), dist::batch_rows(b.y, b0, b1),
+                               diagnose ? &probs : nullptr);
+      std::vector<double> shard{double(loss.item())};  // the loss, then each layer's attention entropy
+      check("loss", shard[0]);
+      tape.backward(loss);
+      for (auto& p : probs) shard.push_back(attention_entropy(p));
+      return shard;
+    });
+    s.loss = stats[0];
     if (diagnose) {
       s.blocks = block_norms(model);  // before clipping, which would hide a blow-up
-      for (auto& p : probs) s.attn_entropy.push_back(attention_entropy(p));
+      s.attn_entropy.assign(stats.begin() + 1, stats.end());
       check_blocks(s.blocks);
     }
     s.grad_norm = double(args.grad_clip > 0 ? clip_grad_norm(params, T(args.grad_clip)) : grad_norm(params));
@@ -133,6 +149,7 @@ template <class T> class Trainer {
   AdamW<T> opt;
   sched::WarmupCosine<T> schedule;
   Rng batch_rng;
+  std::optional<dist::DataParallel<T>> dp;  // one shard in this process unless distribute()d
   std::vector<std::int32_t> train_tokens, val_tokens;
   std::int64_t step = 0;
   std::string last_checkpoint;  // named in the message when a run goes non-finite

@@ -78,6 +78,30 @@ class Comm {
 #endif
   }
 
+  // Every rank's n values of T, in rank order: all[r·n .. r·n + n) is rank r's.
+  template <class T> void allgather(const T* mine, std::size_t n, T* all) const {
+    static_assert(std::is_trivially_copyable_v<T>, "allgather: plain values only");
+    if (size_ == 1) {
+      std::copy_n(mine, n, all);
+      return;
+    }
+#ifdef MARROW_MPI
+    MARROW_CHECK(n * sizeof(T) <= kChunk, "allgather: ", n * sizeof(T), " bytes per rank is more than one message");
+    MPI_Allgather(mine, int(n * sizeof(T)), MPI_BYTE, all, int(n * sizeof(T)), MPI_BYTE, comm_);
+#endif
+  }
+
+  // True on every rank when it is true on any (a stop request seen by one rank
+  // stops all of them at the same step).
+  bool any(bool mine) const {
+    if (size_ == 1) return mine;
+    int v = mine ? 1 : 0, out = v;
+#ifdef MARROW_MPI
+    MPI_Allreduce(&v, &out, 1, MPI_INT, MPI_MAX, comm_);
+#endif
+    return out != 0;
+  }
+
   // Start-up agreement: every rank passes the text that must be the same
   // everywhere (the configuration, the parameter shapes). A mismatch throws on
   // every rank, naming the ranks that differ from rank 0, so mpirun stops at
@@ -153,6 +177,13 @@ class Comm {
       MPI_Finalized(&done);
       if (!done) MPI_Finalize();
     });
+    // A rank that fails takes the job down with it (mpirun then stops the rest),
+    // instead of leaving the others blocked in a sum that never completes.
+    detail::g_on_failure = [](int code) {
+      int size = 1;
+      MPI_Comm_size(MPI_COMM_WORLD, &size);
+      if (size > 1) MPI_Abort(MPI_COMM_WORLD, code);
+    };
   }
   // Started by mpirun (or another launcher that sets the PMI/PMIx variables).
   static bool launched() {

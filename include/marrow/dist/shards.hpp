@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../tape.hpp"
+#include "../tensor.hpp"
 #include "comm.hpp"
 
 namespace marrow::dist {
@@ -44,6 +45,26 @@ template <class I> std::vector<I> shard_indices(const std::vector<I>& batch, int
   const auto [b0, b1] = shard_range(std::int64_t(batch.size()), shards, shard);
   return std::vector<I>(batch.begin() + b0, batch.begin() + b1);
 }
+
+// Samples [b0, b1) of a batch tensor (axis 0), a copy; the whole batch as it is.
+template <class T> Tensor<T> batch_rows(const Tensor<T>& batch, std::int64_t b0, std::int64_t b1) {
+  MARROW_CHECK(batch.shape().rank() >= 1 && 0 <= b0 && b0 <= b1 && b1 <= batch.shape()[0], "batch_rows: samples [",
+               b0, ", ", b1, ") of a batch ", batch.shape().str());
+  if (b0 == 0 && b1 == batch.shape()[0]) return batch;
+  Shape s = batch.shape();
+  const index_t row = s[0] > 0 ? batch.numel() / s[0] : 0;
+  s[0] = b1 - b0;
+  Tensor<T> out(s);
+  std::copy_n(batch.data() + b0 * row, (b1 - b0) * row, out.data());
+  return out;
+}
+
+// A data-parallel step's time spent combining the ranks' shards (gradient sum,
+// statistics, BatchNorm replay), and how much of it overlapped computation.
+struct AllReduceTiming {
+  double ms = 0, hidden_ms = 0;
+  int processes = 1;
+};
 
 // Checks a shard count against the world: a power of two that the world size divides.
 inline void check_shards(int shards, const Comm& comm) {

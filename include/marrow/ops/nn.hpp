@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../tape.hpp"
+#include "running_stats.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -382,14 +383,15 @@ Var<T> batch_norm_impl(bool relu, Tape<T>& t, const Arg<T>& x, const Arg<T>& wei
     for (std::size_t c = 0; c < nc; ++c) mean[c] = T(acc[c] / double(cnt));
     std::fill(acc.begin(), acc.end(), 0.0);
     bn_reduce<true, T>(px, mean.data(), px, mean.data(), N, C, S, acc.data(), par);  // Σ (x − μ)²
-    T* rm = running_mean.data();
-    T* rv = running_var.data();
+    std::vector<T> var_unbiased(nc);
     for (std::size_t c = 0; c < nc; ++c) {
       const double var = acc[c] / double(cnt);
       rstd[c] = T(1.0 / std::sqrt(var + double(eps)));
-      rm[c] = (T(1) - momentum) * rm[c] + momentum * mean[c];
-      rv[c] = (T(1) - momentum) * rv[c] + momentum * T(var * double(cnt) / double(cnt - 1));
+      var_unbiased[c] = T(var * double(cnt) / double(cnt - 1));
     }
+    if (RunningStatsLog<T>* log = running_stats_log<T>())
+      log->record(running_mean.data(), running_var.data(), mean.data(), var_unbiased.data(), C, momentum);
+    update_running_stats(running_mean.data(), running_var.data(), mean.data(), var_unbiased.data(), C, momentum);
   } else {
     for (std::size_t c = 0; c < nc; ++c) {
       mean[c] = running_mean.data()[c];

@@ -307,11 +307,13 @@ struct CommonFlags {
   int threads = 0;  // 0: OpenMP's default
   std::int64_t steps = 1000;
   int epochs = 0;  // 0: train by --steps
+  int shards = 0;  // data-parallel shards per global batch (0: one per process)
 
   // The flags a binary offers: it leaves out those it does not use, so that
   // giving one is a usage error rather than silently ignored.
   struct Offer {
     bool data = true, ckpt = true, resume = true, seed = true, threads = true, steps = true, epochs = true;
+    bool shards = false;  // binaries whose training step runs through dist::DataParallel
   };
 
   void add_to(Cli& cli) { add_to(cli, Offer{}); }
@@ -324,6 +326,11 @@ struct CommonFlags {
     if (offer.threads) cli.flag("threads", threads, "OpenMP threads (0: all cores)").min(0);
     if (offer.steps) cli.flag("steps", steps, "optimizer steps").min(0);
     if (offer.epochs) cli.flag("epochs", epochs, "epochs (0: use --steps)").min(0);
+    if (offer.shards)
+      cli.flag("shards", shards,
+               "cut each global batch into K shards, summed in a fixed order (a power of two, a multiple of the "
+               "processes; 0: one per process): the same K gives the same bits on any number of processes")
+          .min(0);
   }
   std::string checkpoint_path() const { return ckpt.empty() ? out + "/checkpoint.safetensors" : ckpt; }
 };
@@ -335,9 +342,11 @@ template <class F> int run_main(const char* program, F&& body) {
     return body();
   } catch (const UsageError& e) {
     std::cerr << program << ": " << e.what() << "\n(run " << program << " --help for usage)\n";
+    if (detail::g_on_failure) detail::g_on_failure(2);
     return 2;
   } catch (const std::exception& e) {
     std::cerr << program << ": error: " << e.what() << "\n";
+    if (detail::g_on_failure) detail::g_on_failure(1);
     return 1;
   }
 }

@@ -17,6 +17,10 @@
 //     if (run.interrupted()) return run.interrupted_exit();
 //   }
 //   run.finish({{"val_loss", v}});                        // plots, summary.json, printed on stdout
+//
+// Under mpirun every rank runs the same loop: rank 0 alone writes metrics,
+// progress, checkpoints and the summary; the others compute their shards
+// (dist::DataParallel over run.world() and run.shards()) and wait at each save.
 #include <omp.h>
 
 #include <concepts>
@@ -30,6 +34,8 @@
 #include <utility>
 #include <vector>
 
+#include "../dist/comm.hpp"
+#include "../dist/shards.hpp"
 #include "checkpoint.hpp"
 #include "cli.hpp"
 #include "metrics.hpp"
@@ -55,6 +61,16 @@ struct RunOptions {
   std::vector<RunPlot> plots;       // drawn by finish()
 };
 
+// A metrics line with the last data-parallel step's all-reduce figures, when
+// there is more than one process: milliseconds, and the share hidden behind backward.
+inline Json with_allreduce(const dist::AllReduceTiming& t, Json line) {
+  if (t.processes > 1) {
+    line.set("allreduce_ms", t.ms);
+    line.set("allreduce_hidden", t.ms > 0 ? t.hidden_ms / t.ms : 0.0);
+  }
+  return line;
+}
+
 class Run {
  public:
   // Creates --out, opens metrics.jsonl (appending when resuming), installs the
@@ -62,9 +78,13 @@ class Run {
   // into every checkpoint and into summary.json.
   Run(const CommonFlags& flags, RunOptions options, Json config = Json::object())
       : flags_(flags), o_(std::move(options)), config_(std::move(config)), config_text_(config_.dump()),
-        log_(flags.out, flags.resume),
+        world_(dist::Comm::world()), shards_(flags.shards > 0 ? flags.shards : world_.size()),
+        log_(world_.is_root() ? MetricsLog(flags.out, flags.resume) : MetricsLog()),
         bar_(ProgressOptions{.total = o_.steps, .items_per_step = o_.items_per_step, .label = o_.name,
                              .every = o_.log_every}) {
+    // Every rank the same command (flags, shards, threads), or a clear error at once.
+    world_.agree(o_.name + " configuration", config_text_);
+    dist::check_shards(shards_, world_);
     if (flags_.resume) last_good_ = flags_.checkpoint_path();
     install_interrupt_handler();
   }
@@ -76,6 +96,12 @@ class Run {
   bool resuming() const { return flags_.resume; }
   const Json& config() const { return config_; }
   const std::string& config_text() const { return config_text_; }
+
+  // The processes of this run (one without mpirun) and the shards each global
+  // batch is cut into (--shards, default one per process).
+  const dist::Comm& world() const { return world_; }
+  int shards() const { return shards_; }
+  bool is_root() const { return world_.is_root(); }
 
   // --resume: load `ckpt` from --ckpt (or OUT/checkpoint.safetensors) and
   // return the step it was saved at; a fresh run returns 0. The checkpoint
@@ -99,30 +125,38 @@ class Run {
     marrow::check_finite(value, step, what, last_good_);
   }
 
-  void log(const Json& line) { log_.log(line); }
-  void log(std::initializer_list<Json::Member> fields) { log_.log(Json::object(fields)); }
-  void progress(std::int64_t step, std::initializer_list<Progress::Stat> stats = {}) { bar_.update(step, stats); }
-  void message(const std::string& text) { bar_.message(text); }
+  void log(const Json& line) {
+    if (is_root()) log_.log(line);
+  }
+  void log(std::initializer_list<Json::Member> fields) { log(Json::object(fields)); }
+  void progress(std::int64_t step, std::initializer_list<Progress::Stat> stats = {}) {
+    if (is_root()) bar_.update(step, stats);
+  }
+  void message(const std::string& text) {
+    if (is_root()) bar_.message(text);
+  }
 
   // True on the steps where a periodic job (eval, checkpoint) is due; an
   // interval of 0 means never.
   static bool every(std::int64_t step, std::int64_t interval) { return interval > 0 && step % interval == 0; }
 
   // ---- checkpoints ---------------------------------------------------------------------------
-  // Written atomically at --ckpt with the run's config in its metadata.
+  // Written atomically at --ckpt with the run's config in its metadata, by rank
+  // 0 alone (every rank holds the same state); the others wait until it is on disk.
   template <class T>
   void save(const Checkpoint<T>& ckpt, std::int64_t step, const std::map<std::string, std::string>& extra = {}) {
-    ckpt.save(checkpoint_path(), step, config_text_, extra);
-    last_good_ = checkpoint_path();
+    save_with([&](const std::string& path) { ckpt.save(path, step, config_text_, extra); });
   }
   // For models that write their own checkpoint (a trainer with a save(path) of its own).
   void save_with(const std::function<void(const std::string&)>& write) {
-    write(checkpoint_path());
+    if (is_root()) write(checkpoint_path());
+    world_.barrier();
     last_good_ = checkpoint_path();
   }
 
   // ---- Ctrl-C --------------------------------------------------------------------------------
-  bool interrupted() const { return marrow::interrupted(); }
+  // With several processes a collective: every rank stops at the same step when any was asked to.
+  bool interrupted() const { return world_.any(marrow::interrupted()); }
   // After the caller saved: say where, and give the exit code of a stopped run.
   int interrupted_exit() {
     bar_.message("interrupted: checkpoint saved to " + checkpoint_path() + " (continue with --resume)");
@@ -131,6 +165,7 @@ class Run {
 
   // The plots from metrics.jsonl as it stands; also mid-run, for a long run worth watching.
   void draw_plots() const {
+    if (!is_root()) return;
     for (const RunPlot& p : o_.plots) plot_metrics(log_.path(), path(p.file), p.keys, p.x_key, p.options);
   }
 
@@ -141,10 +176,12 @@ class Run {
   // (A template for the reason write_summary's is one.)
   template <std::same_as<Json> J>
   Json finish(const J& fields) {
+    Json all = Json::object({{"threads", omp_get_max_threads()}, {"processes", world_.size()}, {"shards", shards_},
+                             {"seed", flags_.seed}, {"config", config_}});
+    for (auto& [k, v] : fields.members()) all.set(k, v);
+    if (!is_root()) return all;
     bar_.finish();
     draw_plots();
-    Json all = Json::object({{"threads", omp_get_max_threads()}, {"seed", flags_.seed}, {"config", config_}});
-    for (auto& [k, v] : fields.members()) all.set(k, v);
     const Json s = write_summary(flags_.out, timer_, all);
     std::printf("%s\n", s.dump().c_str());
     return s;
@@ -156,6 +193,8 @@ class Run {
   RunOptions o_;
   Json config_;
   std::string config_text_;
+  const dist::Comm& world_;
+  int shards_;
   MetricsLog log_;
   Progress bar_;
   StepTimer timer_;
