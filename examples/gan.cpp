@@ -238,13 +238,15 @@ int train(Args a, const CommonFlags& common, const Json& config) {
                images.shape().str(), " do not match --image ", a.model.image);
   a.train.noise_steps = std::int64_t((a.noise_epochs > 0 ? a.noise_epochs * double(per_epoch) : 0.5 * double(total)));
   const Conditioning cond = make_conditioning(a, train_set, std::uint64_t(common.seed));
-  if (a.model.classes > 0)
+  const bool root = dist::Comm::world().is_root();  // under mpirun, rank 0 alone reports and scores
+  if (a.model.classes > 0 && root)
     std::fprintf(stderr, "gan: conditioned on %s (k-means: %.1f s)\n", cond.info.dump().c_str(), cond.kmeans_s);
   MARROW_CHECK(cond.prior.size() == std::size_t(a.model.classes), "gan: ", cond.prior.size(), " classes in the data, ",
                a.model.classes, " in the model");
 
   std::optional<Yardstick> yard;
-  if (std::filesystem::exists(a.classifier)) {
+  if (!root) {
+  } else if (std::filesystem::exists(a.classifier)) {
     yard = make_yardstick(a.classifier, common.data, images, a.eval_samples);
     std::fprintf(stderr, "gan: classifier %s; FID of %lld training digits vs the test set: %.3f\n", a.classifier.c_str(),
                  (long long)std::min<index_t>(a.eval_samples, N), yard->fid_train_test);
@@ -276,6 +278,7 @@ int train(Args a, const CommonFlags& common, const Json& config) {
   }
   Run run(common, std::move(ro), config);
   std::int64_t step = run.resume(ckpt);
+  tr.distribute(run.world(), run.shards());  // under mpirun: each rank its shards of every batch
 
   // Fixed latent codes: the grid shows the same 64 digits evolving; FID of every
   // epoch is measured on the same 10,000 codes.
@@ -316,10 +319,10 @@ int train(Args a, const CommonFlags& common, const Json& config) {
     // One D update, then one G update on the same fakes, drawn for the real images' classes.
     run.start_step();
     const double noise = noise_std_at(a.train, step);
-    Var<float> fake = tr.fakes(a.batch, real_labels);                       // G(z), on G's tape
-    const DStats d = tr.d_step(real, fake.value(), real_labels, noise);    // D: real -> 1, fake -> 0
-    const double loss_g = tr.g_step(fake, real_labels, noise);             // G: make the new D say real
-    tr.update_average(step);                                               // the averaged G follows
+    // G(z); D: real -> 1, fake -> 0; G: make the new D say real; the averaged G follows.
+    const StepStats st = tr.step(real, real_labels, noise, step);  // models/dcgan/train.hpp
+    const DStats& d = st.d;
+    const double loss_g = st.loss_g;
     run.stop_step();
     ++step;
     run.check_finite(d.loss + loss_g, step, "D + G loss");
@@ -327,9 +330,12 @@ int train(Args a, const CommonFlags& common, const Json& config) {
     sum_ld += d.loss, sum_lg += loss_g, sum_dr += d.d_real, sum_df += d.d_fake, ++n_acc;
     ep_ld += d.loss, ep_lg += loss_g, ep_dr += d.d_real, ep_df += d.d_fake, ++ep_n;
     if (step % a.log_every == 0 || step == total) {
-      run.log({{"step", step}, {"epoch", double(step) / double(per_epoch)}, {"loss_d", sum_ld / n_acc},
-               {"loss_g", sum_lg / n_acc}, {"d_real", sum_dr / n_acc}, {"d_fake", sum_df / n_acc},
-               {"noise_std", noise}});
+      Json line = Json::object({{"step", step}, {"epoch", double(step) / double(per_epoch)}, {"loss_d", sum_ld / n_acc},
+                                {"loss_g", sum_lg / n_acc}, {"d_real", sum_dr / n_acc}, {"d_fake", sum_df / n_acc},
+                                {"noise_std", noise}});
+      dist::AllReduceTiming both = tr.dp_d->timing();  // D's and G's sums together
+      both.ms += tr.dp_g->timing().ms, both.hidden_ms += tr.dp_g->timing().hidden_ms;
+      run.log(with_allreduce(both, line));
       sum_ld = sum_lg = sum_dr = sum_df = 0, n_acc = 0;
     }
     run.progress(step, {{"lossD", d.loss}, {"lossG", loss_g}, {"D(x)", d.d_real}, {"D(G(z))", d.d_fake}});
@@ -338,7 +344,7 @@ int train(Args a, const CommonFlags& common, const Json& config) {
       const double ep = double(step) / double(per_epoch);
       char name[64];
       std::snprintf(name, sizeof name, "samples_epoch_%03d.png", int(std::ceil(ep - 1e-9)));
-      save_grid(run.path(name), generate(tr.model.sampler(), z_grid, y_grid));
+      if (run.is_root()) save_grid(run.path(name), generate(tr.model.sampler(), z_grid, y_grid));
       Json rec = Json::object({{"step", step}, {"epoch", ep}, {"epoch_loss_d", ep_ld / std::max(ep_n, 1)},
                                {"epoch_loss_g", ep_lg / std::max(ep_n, 1)}, {"epoch_d_real", ep_dr / std::max(ep_n, 1)},
                                {"epoch_d_fake", ep_df / std::max(ep_n, 1)}});
@@ -347,7 +353,7 @@ int train(Args a, const CommonFlags& common, const Json& config) {
                     ep_ld / std::max(ep_n, 1), ep_lg / std::max(ep_n, 1), ep_dr / std::max(ep_n, 1),
                     ep_df / std::max(ep_n, 1));
       std::string msg = line;
-      if (yard) {
+      if (yard) {  // rank 0 only; the other ranks wait for it at the checkpoint
         StepTimer et;
         last = report(*yard->net, quantized(generate(tr.model.sampler(), z_eval, y_eval)), yard->test);
         epochs.push_back({ep, last->fid, last->score});
@@ -371,6 +377,7 @@ int train(Args a, const CommonFlags& common, const Json& config) {
         out_of_time = true;
         run.message("gan: --max-minutes " + std::to_string(a.max_minutes) + ": no time for another epoch, stopping");
       }
+      out_of_time = run.world().any(out_of_time);  // every rank stops after the same epoch
       epoch_start_s = now;
       run.draw_plots();
     }
@@ -379,7 +386,7 @@ int train(Args a, const CommonFlags& common, const Json& config) {
       if (run.interrupted()) return run.interrupted_exit();
     }
   }
-  save_grid(run.path("samples.png"), generate(tr.model.sampler(), z_grid, y_grid));
+  if (run.is_root()) save_grid(run.path("samples.png"), generate(tr.model.sampler(), z_grid, y_grid));
   Json fid_by_epoch = Json::array(), score_by_epoch = Json::array();
   for (auto& r : epochs) fid_by_epoch.push_back(r.fid), score_by_epoch.push_back(r.score);
   run.finish({{"fid", last ? Json(last->fid) : Json()},
@@ -463,7 +470,7 @@ int main(int argc, char** argv) {
         .command("sample", "write --n digits of --ckpt (default runs/gan/checkpoint.safetensors) to --out as an "
                            "IDX3 ubyte file, and a PNG grid")
         .command("score", "score, FID and class histogram of an IDX3 file (--samples)");
-    common.add_to(cli);
+    common.add_to(cli, {.shards = true});
     cli.flag("preset", preset_name, "the recipe the flags below default to: selfcond (the best: self-conditioned, "
              "packed, averaged G) or dcgan (the plain DCGAN)");
     cli.flag("classifier", a.classifier, "LeNet checkpoint from mnist_classifier (the metrics' yardstick)");

@@ -29,10 +29,9 @@ struct Step {
 Step train_step(Trainer<float>& tr, std::int64_t step, const Tensor<float>& real, const Tensor<std::int32_t>& y = {}) {
   Step s;
   s.noise_std = noise_std_at(tr.opt, step);
-  Var<float> fake = tr.fakes(real.dim(0), y);
-  s.d = tr.d_step(real, fake.value(), y, s.noise_std);
-  s.loss_g = tr.g_step(fake, y, s.noise_std);
-  tr.update_average(step);
+  const StepStats st = tr.step(real, y, s.noise_std, step);
+  s.d = st.d;
+  s.loss_g = st.loss_g;
   return s;
 }
 
@@ -240,7 +239,7 @@ TEST_CASE("dcgan: a training step updates both nets and leaves no gradient behin
   Tensor<float> imgs = generate(tr.model.sampler(), randn<float>({5, 3}, rng), {}, 2);
   CHECK(imgs.shape() == Shape{5, 1, 8, 8});
   CHECK(tr.model.g.bn0.training);  // generate() restores train mode
-  CHECK_THROWS_WITH(train_step(tr, 2, zeros<float>({6, 1, 4, 4})), doctest::Contains("gan d_step: batch (6, 1, 4, 4)"));
+  CHECK_THROWS_WITH(train_step(tr, 2, zeros<float>({6, 1, 4, 4})), doctest::Contains("gan step: batch (6, 1, 4, 4)"));
 }
 
 TEST_CASE("dcgan: packing judges adjacent samples together") {

@@ -1,11 +1,15 @@
 #pragma once
-// Training a DCGAN: the optimizers and tapes of both nets, and the pieces of
-// one step, which the training loop calls in this order:
+// Training a DCGAN: the optimizers and tapes of both nets, and one step, which
+// the training loop calls once per batch of real images:
 //
-//   Var<T> fake = tr.fakes(B, y);               G(z) for B fresh codes, kept on G's tape
-//   DStats d = tr.d_step(real, fake.value(), y, noise);   one D update, fakes as constants
-//   double loss_g = tr.g_step(fake, y, noise);  one G update through the updated D
-//   tr.update_average(step);                    the averaged G follows (when the model keeps one)
+//   StepStats s = tr.step(real, y, noise_std, step);
+//     1. G(z) for fresh codes, kept on G's tape
+//     2. one D update: real -> 1, fake -> 0, the fakes as constants
+//     3. one G update through the updated D
+//     4. the averaged G follows (when the model keeps one)
+//
+// Under data parallelism (distribute()) steps 1-2 and 3 each run shard by shard,
+// and D's and G's gradients are each summed over the shards before their update.
 //
 // Stability options, each off by default: one-sided label smoothing (real
 // target 1 − s), instance noise on D's inputs annealed linearly to zero,
@@ -13,7 +17,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <deque>
+#include <optional>
 #include <vector>
+
+#include <marrow/dist/data_parallel.hpp>
 
 #include <marrow/optim.hpp>
 
@@ -57,6 +65,10 @@ struct DStats {
   double loss = 0;
   double d_real = 0, d_fake = 0;  // mean σ(D(x)) and σ(D(G(z)))
 };
+struct StepStats {
+  DStats d;
+  double loss_g = 0;
+};
 
 template <class T = float> class Trainer {
  public:
@@ -69,53 +81,86 @@ template <class T = float> class Trainer {
       : opt(check(o)), rng(seed), model(cfg, rng), opt_g(parameters<T>(model.g, "generator"), adam(o.lr_g, o)),
         opt_d(parameters<T>(model.d, "discriminator"), adam(o.lr_d, o)) {
     if (model.g_avg) avg_ = averaged_tensors(*model.g_avg), live_ = averaged_tensors(model.g);  // once, not every step
+    distribute(dist::Comm::self(), 1);
   }
 
-  // G(z) for B fresh latent codes and, for a conditioned model, the classes y (B).
-  // G's forward stays on its own tape: its backward comes in g_step.
-  Var<T> fakes(index_t B, const Tensor<std::int32_t>& labels = {}) {
-    tg_.reset();
-    return model.g(tg_, tg_.input(randn<T>({B, index_t(model.cfg.z_dim)}, rng)), labels);
+  // Each step's batch cut into `shards` shards over the ranks of `comm` (dist/data_parallel.hpp).
+  void distribute(const dist::Comm& comm, int shards) {
+    // The trainer's generator draws the instance noise inside a shard: keyed by shard like dropout.
+    std::vector<Rng*> rngs{&rng, &model.d.drop.rng};
+    dp_d.emplace(opt_d.groups()[0].params, comm, shards,
+                 dist::DataParallelOptions<T>{.rngs = rngs, .buffers = buffers<T>(model)});
+    dp_g.emplace(opt_g.groups()[0].params, comm, shards, dist::DataParallelOptions<T>{.rngs = rngs});
   }
 
-  // One D update on real (B, C, S, S) in [−1, 1] and fakes of the same classes.
-  // The fakes enter as constants (PyTorch's fake.detach()).
-  DStats d_step(const Tensor<T>& real, const Tensor<T>& fake, const Tensor<std::int32_t>& labels, double noise_std) {
+  // One training step on real (B, C, S, S) in [−1, 1] with the classes `labels`
+  // (B) for a conditioned model, `step` counting from 0.
+  StepStats step(const Tensor<T>& real, const Tensor<std::int32_t>& labels, double noise_std, std::int64_t step) {
     const DcganConfig& c = model.cfg;
+    const index_t B = real.ndim() == 4 ? real.dim(0) : 0;
+    const index_t per_shard = B / dp_d->shards();
     MARROW_CHECK(real.ndim() == 4 && real.dim(1) == c.channels && real.dim(2) == c.image && real.dim(3) == c.image &&
-                     real.dim(0) >= 2 * c.pack && real.dim(0) % c.pack == 0,
-                 "gan d_step: batch ", real.shape().str(), " is not (B, ", c.channels, ", ", c.image, ", ", c.image,
-                 ") with B a multiple of pack ", c.pack, " and at least 2 packs");
-    td_.reset();
-    Var<T> d_real = model.d(td_, noisy(td_, td_.input(real), noise_std), labels);
-    Var<T> d_fake = model.d(td_, noisy(td_, td_.input(fake), noise_std), labels);
-    Var<T> ld = discriminator_loss(td_, d_real, d_fake, opt.loss, T(1.0 - opt.label_smoothing));
-    td_.backward(ld);
+                     B % dp_d->shards() == 0 && per_shard >= 2 * c.pack && per_shard % c.pack == 0,
+                 "gan step: batch ", real.shape().str(), " is not (B, ", c.channels, ", ", c.image, ", ", c.image,
+                 ") with B cut into ", dp_d->shards(), " shard(s) of a multiple of pack ", c.pack,
+                 " and at least 2 packs");
+    auto rows = [](const Tensor<std::int32_t>& y, std::int64_t b0, std::int64_t b1) {
+      return y.defined() ? dist::batch_rows(y, b0, b1) : Tensor<std::int32_t>();
+    };
+    const Tensor<T> z = randn<T>({B, index_t(c.z_dim)}, rng);  // the whole batch's codes, alike on every rank
+    const int local = dp_d->local_shards().end - dp_d->local_shards().begin;
+    while (int(tg_.size()) < local) tg_.emplace_back();
+    fakes_.resize(std::size_t(local));
+    StepStats s;
+    // G(z), then D: the fakes enter D as constants (PyTorch's fake.detach()).
+    int i = 0;
+    const std::vector<double> d = dp_d->step(B, [&](std::int64_t b0, std::int64_t b1) {
+      Tape<T>& tg = tg_[std::size_t(i)];
+      const Tensor<std::int32_t> y = rows(labels, b0, b1);
+      tg.reset();
+      fakes_[std::size_t(i)] = model.g(tg, tg.input(dist::batch_rows(z, b0, b1)), y);
+      td_.reset();
+      Var<T> d_real = model.d(td_, noisy(td_, td_.input(dist::batch_rows(real, b0, b1)), noise_std), y);
+      Var<T> d_fake = model.d(td_, noisy(td_, td_.input(fakes_[std::size_t(i)].value()), noise_std), y);
+      Var<T> ld = discriminator_loss(td_, d_real, d_fake, opt.loss, T(1.0 - opt.label_smoothing));
+      td_.backward(ld);
+      ++i;
+      return std::vector<double>{double(ld.item()), mean_sigmoid(d_real.value()), mean_sigmoid(d_fake.value())};
+    });
     opt_d.step();
     opt_d.zero_grad();
-    return {double(ld.item()), mean_sigmoid(d_real.value()), mean_sigmoid(d_fake.value())};
-  }
-
-  // One G update through D on `fake` from fakes(). D's parameters are frozen
-  // meanwhile, so its backward computes input gradients only (PyTorch also fills
-  // D's weight gradients here, then zeroes them). Returns G's loss.
-  double g_step(const Var<T>& fake, const Tensor<std::int32_t>& labels, double noise_std) {
+    s.d = {d[0], d[1], d[2]};
+    // G through the updated D. D's parameters are frozen meanwhile, so its backward
+    // computes input gradients only (PyTorch also fills D's weight gradients here,
+    // then zeroes them).
     set_d_frozen(true);
-    Var<T> lg = generator_loss(tg_, model.d(tg_, noisy(tg_, fake, noise_std), labels), opt.loss);
-    tg_.backward(lg);
+    i = 0;
+    try {
+      s.loss_g = dp_g->step(B, [&](std::int64_t b0, std::int64_t b1) {
+        Tape<T>& tg = tg_[std::size_t(i)];
+        Var<T> lg = generator_loss(tg, model.d(tg, noisy(tg, fakes_[std::size_t(i)], noise_std), rows(labels, b0, b1)),
+                                   opt.loss);
+        tg.backward(lg);
+        ++i;
+        return double(lg.item());
+      });
+    } catch (...) {
+      set_d_frozen(false);
+      throw;
+    }
     set_d_frozen(false);
     opt_g.step();
     opt_g.zero_grad();
-    return double(lg.item());
+    if (model.g_avg) average_into(avg_, live_, T(average_decay_at(opt.g_avg_decay, step)));  // the averaged G follows
+    return s;
   }
 
-  // After the update of step `step` (counting from 0): the averaged G follows G.
-  void update_average(std::int64_t step) {
-    if (model.g_avg) average_into(avg_, live_, T(average_decay_at(opt.g_avg_decay, step)));
-  }
+  std::optional<dist::DataParallel<T>> dp_d, dp_g;  // D's and G's gradients over the shards
 
  private:
-  Tape<T> tg_, td_;
+  std::deque<Tape<T>> tg_;  // one G tape per local shard: G's backward comes after D's update
+  std::vector<Var<T>> fakes_;
+  Tape<T> td_;
   std::vector<Tensor<T>*> avg_, live_;  // the averaged G's tensors and their live counterparts
 
   static const TrainOptions& check(const TrainOptions& o) {
