@@ -24,6 +24,7 @@
 #include <marrow/data/loader.hpp>
 #include <marrow/optim.hpp>
 #include <marrow/train/model_config.hpp>
+#include <marrow/dist/data_parallel.hpp>
 #include <marrow/train/run.hpp>
 #include <models/colorizer/data.hpp>
 #include <models/colorizer/metrics.hpp>
@@ -265,46 +266,54 @@ int train(const Args& a, const CommonFlags& common, const Json& flags) {
   };
 
   TrainBatches batches(train_set, model, a, std::uint64_t(common.seed), start);
+  // Each global batch cut into shards over the processes (one shard without mpirun).
+  dist::DataParallel<float> dp(parameters<float>(model), run.world(), run.shards());
   Tape<float> tape;
   double sum_loss = 0, sum_color = 0, sum_cls = 0, sum_acc = 0;
   int n_avg = 0;
   std::int64_t done = start;
   for (std::int64_t step = start; step < steps; ++step) {
     run.start_step();
-    ColorBatch<float> b = batches.next();
-    tape.reset();
-    ColorizerOutput<float> o = model(tape, tape.input(b.L));
-    LossTerms<float> lt = colorizer_loss(tape, model, o, b, lopt);
+    ColorBatch<float> b = batches.next();  // the global batch, alike on every rank
     opt.zero_grad();
-    tape.backward(lt.total);
-    opt.set_lr(float(lr_at(a, step, steps, train_seconds())));
+    const std::vector<double> m = dp.step(b.L.dim(0), [&](std::int64_t b0, std::int64_t b1) {
+      const ColorBatch<float> shard = batch_rows(b, b0, b1);
+      tape.reset();
+      ColorizerOutput<float> o = model(tape, tape.input(shard.L));
+      LossTerms<float> lt = colorizer_loss(tape, model, o, shard, lopt);
+      tape.backward(lt.total);
+      return std::vector<double>{double(lt.total.item()), lt.color, lt.cls, lt.cls_acc};
+    });
+    const double elapsed_s = run.agreed(train_seconds());  // rank 0's clock: the schedule must agree
+    opt.set_lr(float(lr_at(a, step, steps, elapsed_s)));
     opt.step();
     run.stop_step();
-    const double loss = double(lt.total.item());
+    const double loss = m[0];
     run.check_finite(loss, step + 1);
-    sum_loss += loss, sum_color += lt.color, sum_cls += lt.cls, sum_acc += lt.cls_acc, ++n_avg;
+    sum_loss += loss, sum_color += m[1], sum_cls += m[2], sum_acc += m[3], ++n_avg;
     done = step + 1;
-    const bool last = step + 1 == steps || (a.minutes > 0 && train_seconds() >= a.minutes * 60);
+    const bool last = step + 1 == steps || (a.minutes > 0 && elapsed_s >= a.minutes * 60);
     if (Run::every(step + 1, a.log_every) || last) {
       Json line = Json::object({{"step", step + 1}, {"loss", sum_loss / n_avg}, {"color_loss", sum_color / n_avg},
                                 {"lr", double(opt.lr())}, {"ms_per_step", run.timer().median_ms()}});
-      if (o.class_logits.defined()) line.set("class_loss", sum_cls / n_avg), line.set("class_acc", sum_acc / n_avg);
-      if (Run::every(step + 1, a.eval_every) && !last) {
+      if (model.cls1) line.set("class_loss", sum_cls / n_avg), line.set("class_acc", sum_acc / n_avg);
+      if (Run::every(step + 1, a.eval_every) && !last && run.is_root()) {
         const EvalResult q = evaluate(model, test_rgb, a.eval_images, a.decoding, 0);
         line.set("val_psnr_db", q.m.psnr()), line.set("val_colorfulness_ratio", q.m.colorfulness_ratio());
         line.set("val_auc", q.m.auc());
         run.message("step " + std::to_string(step + 1) + ": quick eval PSNR " + std::to_string(q.m.psnr()) +
                     " dB, colorfulness ratio " + std::to_string(q.m.colorfulness_ratio()));
       }
-      run.log(line);
+      run.log(with_allreduce(dp.timing(), line));
       sum_loss = sum_color = sum_cls = sum_acc = 0, n_avg = 0;
     }
-    run.progress(step + 1, {{"loss", loss}, {"color", lt.color}});
+    run.progress(step + 1, {{"loss", loss}, {"color", m[1]}});
     if (Run::every(step + 1, a.ckpt_every) || last || run.interrupted()) save(step + 1);
     if (run.interrupted()) return run.interrupted_exit();
     if (last) break;
   }
   if (done == start) save(start);
+  if (!run.is_root()) return 0;  // rank 0 evaluates and reports
   run.message("evaluating on " + std::to_string(test_rgb.dim(0)) + " test images ...");
   const EvalResult ev = evaluate(model, test_rgb, 0, a.decoding);
   data::write_png(run.path("comparison.png"), data::make_grid(ev.grid, 12));
@@ -467,7 +476,7 @@ int main(int argc, char** argv) {
     cli.command("train", "train on DATA/train, evaluate on DATA/test")
         .command("apply", "colorize images (--input folder or files, comma-separated) into --out")
         .command("eval", "metrics of a checkpoint on DATA/test");
-    common.add_to(cli);
+    common.add_to(cli, {.shards = true});
     cli.flag("preset", a.preset, "network: iizuka (peer network + class head) or peer (colorizer_peer.py exactly)");
     cli.flag("loss", a.loss, "color loss: l2, smooth_l1 or classify");
     cli.flag("image-size", a.image_size, "training image size (a multiple of 16)").min(16);

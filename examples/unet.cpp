@@ -23,6 +23,7 @@
 #include <marrow/optim.hpp>
 #include <marrow/schedule.hpp>
 #include <marrow/train/model_config.hpp>
+#include <marrow/dist/data_parallel.hpp>
 #include <marrow/train/run.hpp>
 #include <models/unet/load.hpp>
 #include <models/unet/loss.hpp>
@@ -273,6 +274,9 @@ int train(const Args& a, const CommonFlags& common, const Json& flags) {
                       .options = {.title = "validation (slices " + val_slices + ")", .xlabel = "step", .ylabel = "score"}}}},
           flags);
   const std::int64_t start = run.resume(saved_before_threshold(run) ? older : ckpt);
+  // Each global batch cut into shards over the processes (one shard without mpirun).
+  dist::DataParallel<float> dp(parameters<float>(net), run.world(), run.shards(),
+                               {.rngs = {&net.drop.rng}, .buffers = buffers<float>(net)});
   const auto model_meta = model_config_metadata(cfg);
 
   const AugmentOptions ao{.elastic = a.elastic, .elastic_sigma = a.elastic_sigma, .dihedral = a.dihedral,
@@ -302,18 +306,24 @@ int train(const Args& a, const CommonFlags& common, const Json& flags) {
   const TileOptions to = tile_options(a);
   std::vector<Tensor<float>> last_probs;
   std::optional<Scores> last;
+  // Under mpirun rank 0 validates and the threshold it chose goes to every rank.
+  bool validated = false;
   auto validate_and_save = [&](std::int64_t step) {
-    last_probs = predict_slices(net, slices, a.val_from, to);
-    net.threshold[0] = float(choose_on(last_probs, slices, a.val_from));
-    const double th = net.threshold[0];
-    last = scores_at(last_probs, slices, a.val_from, th);
-    Json line = scores_json(last->mean, "val_");
-    line.set("val_threshold", th);
-    line.set("step", step);
-    run.log(line);
-    run.message(detail::cat("step ", step, ": val pixel error ", last->mean.pixel_error, " at threshold ", th,
-                            ", V-Rand ", last->mean.rand_info.v_rand, ", V-Info ", last->mean.rand_info.v_info,
-                            ", membrane IoU ", last->mean.iou_membrane));
+    validated = true;
+    if (run.is_root()) {
+      last_probs = predict_slices(net, slices, a.val_from, to);
+      net.threshold[0] = float(choose_on(last_probs, slices, a.val_from));
+      const double th = net.threshold[0];
+      last = scores_at(last_probs, slices, a.val_from, th);
+      Json line = scores_json(last->mean, "val_");
+      line.set("val_threshold", th);
+      line.set("step", step);
+      run.log(line);
+      run.message(detail::cat("step ", step, ": val pixel error ", last->mean.pixel_error, " at threshold ", th,
+                              ", V-Rand ", last->mean.rand_info.v_rand, ", V-Info ", last->mean.rand_info.v_info,
+                              ", membrane IoU ", last->mean.iou_membrane));
+    }
+    net.threshold[0] = float(run.agreed(double(net.threshold[0])));
     run.save(ckpt, step, model_meta);
   };
 
@@ -324,16 +334,23 @@ int train(const Args& a, const CommonFlags& common, const Json& flags) {
     run.start_step();
     const float lr = a.schedule == "cosine" ? cosine.at(step) : float(a.lr);
     opt.set_lr(lr);
-    tape.reset();
-    Var<float> logits = net(tape, tape.input(b.x));
-    LossParts<float> lp = segmentation_loss(tape, logits, b.target, lo.weight_map ? &b.weights : nullptr, lo);
-    const double loss = lp.total.item();
-    run.check_finite(loss, step + 1);
     opt.zero_grad();
-    tape.backward(lp.total);
+    // A loss that is not a mean over samples (Dice) is, with shards, the mean of the shards' losses.
+    const std::vector<double> m = dp.step(a.batch, [&](std::int64_t b0, std::int64_t b1) {
+      tape.reset();
+      const Tensor<float> w = lo.weight_map ? dist::batch_rows(b.weights, b0, b1) : Tensor<float>();
+      Var<float> logits = net(tape, tape.input(dist::batch_rows(b.x, b0, b1)));
+      LossParts<float> lp = segmentation_loss(tape, logits, dist::batch_rows(b.target, b0, b1), lo.weight_map ? &w : nullptr, lo);
+      const double shard_loss = lp.total.item();
+      run.check_finite(shard_loss, step + 1);
+      tape.backward(lp.total);
+      return std::vector<double>{shard_loss, lp.ce, lp.dice};
+    });
+    const double loss = m[0];
     opt.step();
     const double ms = run.stop_step();
-    run.log({{"step", step + 1}, {"loss", loss}, {"ce", lp.ce}, {"dice", lp.dice}, {"lr", double(lr)}, {"ms", ms}});
+    run.log(with_allreduce(dp.timing(), Json::object({{"step", step + 1}, {"loss", loss}, {"ce", m[1]}, {"dice", m[2]},
+                                                      {"lr", double(lr)}, {"ms", ms}})));
     run.progress(step + 1, {{"loss", loss}, {"ms", ms}});
     if (step + 1 == total || Run::every(step + 1, a.eval_interval)) validate_and_save(step + 1);
     if (run.interrupted()) {
@@ -341,8 +358,9 @@ int train(const Args& a, const CommonFlags& common, const Json& flags) {
       return run.interrupted_exit();
     }
   }
-  if (!last) validate_and_save(total);  // resumed at the end: still report the figures
+  if (!validated) validate_and_save(total);  // resumed at the end: still report the figures
   tape.reset();
+  if (!run.is_root()) return 0;  // rank 0 draws and reports
 
   const std::string first = run.path("val-" + std::to_string(a.val_from));
   const Tensor<std::int32_t> mask = cell_mask(cell_probability(last_probs[0]), double(net.threshold[0]));
@@ -516,7 +534,7 @@ int main(int argc, char** argv) {
         .command("predict", "segment images (--input A.png ...) into --out: probability, mask and overlay")
         .command("eval", "score a checkpoint on the validation slices")
         .command("bench", "median step time on random data (compare with shared/bench/unet_peer.py)");
-    common.add_to(cli, {.epochs = false});  // unet trains by --steps
+    common.add_to(cli, {.epochs = false, .shards = true});  // unet trains by --steps
     add_args(cli, a);
     const std::string cmd = cli.parse_or_exit(argc, argv);
     if (common.threads > 0) omp_set_num_threads(common.threads);

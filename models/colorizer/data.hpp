@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <marrow/dist/shards.hpp>
 #include <marrow/data/color.hpp>
 #include <marrow/loss.hpp>
 #include <marrow/rng.hpp>
@@ -63,6 +64,12 @@ template <class T> struct ColorBatch {
   Tensor<std::int32_t> labels;  // (B)
   SoftTargets<T> soft;          // classification: targets at (H/2, W/2)
 };
+
+// Samples [b0, b1) of a batch: one shard's part under data parallelism.
+template <class T> ColorBatch<T> batch_rows(const ColorBatch<T>& b, std::int64_t b0, std::int64_t b1) {
+  auto rows = [&](const auto& t) { return t.defined() ? dist::batch_rows(t, b0, b1) : std::decay_t<decltype(t)>(); };
+  return {rows(b.L), rows(b.ab), rows(b.labels), {rows(b.soft.idx), rows(b.soft.weight), rows(b.soft.pixel_weight)}};
+}
 
 // Images `idx` of the set, randomly shifted (reflect padding) and mirrored: a
 // gather straight into the batch, no intermediate images. `bin_weights` (Q, the

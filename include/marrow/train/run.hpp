@@ -102,6 +102,12 @@ class Run {
   const dist::Comm& world() const { return world_; }
   int shards() const { return shards_; }
   bool is_root() const { return world_.is_root(); }
+  // Rank 0's value on every rank: for decisions made from a clock (a time
+  // budget), which must come out the same everywhere.
+  double agreed(double value) const {
+    world_.broadcast(&value, sizeof value);
+    return value;
+  }
 
   // --resume: load `ckpt` from --ckpt (or OUT/checkpoint.safetensors) and
   // return the step it was saved at; a fresh run returns 0. The checkpoint
