@@ -308,12 +308,14 @@ struct CommonFlags {
   std::int64_t steps = 1000;
   int epochs = 0;  // 0: train by --steps
   int shards = 0;  // data-parallel shards per global batch (0: one per process)
+  std::int64_t stop_at = 0;  // save and stop after this step (0: run to the end)
 
   // The flags a binary offers: it leaves out those it does not use, so that
   // giving one is a usage error rather than silently ignored.
   struct Offer {
     bool data = true, ckpt = true, resume = true, seed = true, threads = true, steps = true, epochs = true;
-    bool shards = false;  // binaries whose training step runs through dist::DataParallel
+    bool shards = false;   // binaries whose training step runs through dist::DataParallel
+    bool stop_at = false;  // binaries whose loop stops through Run::interrupted()
   };
 
   void add_to(Cli& cli) { add_to(cli, Offer{}); }
@@ -330,6 +332,11 @@ struct CommonFlags {
       cli.flag("shards", shards,
                "cut each global batch into K shards, summed in a fixed order (a power of two, a multiple of the "
                "processes; 0: one per process): the same K gives the same bits on any number of processes")
+          .min(0);
+    if (offer.stop_at)
+      cli.flag("stop-at", stop_at,
+               "save a checkpoint and stop after this step, the schedules still spanning the whole run "
+               "(continue with --resume; for job slots shorter than the run; 0: run to the end)")
           .min(0);
   }
   std::string checkpoint_path() const { return ckpt.empty() ? out + "/checkpoint.safetensors" : ckpt; }

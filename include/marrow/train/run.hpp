@@ -136,6 +136,7 @@ class Run {
   }
   void log(std::initializer_list<Json::Member> fields) { log(Json::object(fields)); }
   void progress(std::int64_t step, std::initializer_list<Progress::Stat> stats = {}) {
+    step_ = step;
     if (is_root()) bar_.update(step, stats);
   }
   void message(const std::string& text) {
@@ -161,11 +162,18 @@ class Run {
   }
 
   // ---- Ctrl-C --------------------------------------------------------------------------------
+  // Also true once the step last shown by progress() reaches --stop-at.
   // With several processes a collective: every rank stops at the same step when any was asked to.
-  bool interrupted() const { return world_.any(marrow::interrupted()); }
-  // After the caller saved: say where, and give the exit code of a stopped run.
+  bool interrupted() const { return world_.any(marrow::interrupted()) || stopping_at(); }
+  // After the caller saved: say where, and give the exit code of a stopped run
+  // (1 for a signal, 0 for --stop-at, which is how the run was meant to end).
   int interrupted_exit() {
-    bar_.message("interrupted: checkpoint saved to " + checkpoint_path() + " (continue with --resume)");
+    if (stopping_at() && !marrow::interrupted()) {
+      message(marrow::detail::cat("stopped after step ", step_, " (--stop-at): checkpoint saved to ", checkpoint_path(),
+                                  " (continue with --resume)"));
+      return 0;
+    }
+    message("interrupted: checkpoint saved to " + checkpoint_path() + " (continue with --resume)");
     return 1;
   }
 
@@ -205,6 +213,9 @@ class Run {
   Progress bar_;
   StepTimer timer_;
   std::string last_good_;
+  std::int64_t step_ = 0;  // the last step progress() showed
+
+  bool stopping_at() const { return flags_.stop_at > 0 && step_ >= flags_.stop_at; }
 };
 
 }  // namespace marrow
