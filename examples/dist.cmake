@@ -27,8 +27,21 @@ if(MARROW_BUILD_TESTS AND MARROW_MPI AND Python3_FOUND)
     marrow_dist_runs(unet 4 --data ${_shared}/membrane --width 4 --depth 2 --crop 64 --batch 4 --steps 6
                      --eval-interval 3 --loss ce+dice)
   endif()
+  # Pendulum's preset normalizes observations and rewards, the parts of a rollout the ranks
+  # combine; its 4 environments give K = 4 one each.
+  marrow_dist_runs(ppo 4 --env Pendulum-v1 --steps 8192 --num-steps 256)
   if(EXISTS ${_shared}/cifar10-jpg/train)
     marrow_dist_runs(colorize 3 --data ${_shared}/cifar10-jpg --loss classify --max-per-class 10 --steps 6 --batch 8
                      --test-images 3 --eval-every 3 --eval-images 10 --log-every 2 --minutes 0)
   endif()
+endif()
+
+# Faults (tests/dist_faults.py): a rank SIGKILLed mid-run or mid-write stops the job
+# within 10 s, leaves no process, a loadable checkpoint and a bitwise resume; a rank
+# with another configuration stops the job with a message naming it.
+if(MARROW_BUILD_TESTS AND MARROW_MPI AND Python3_FOUND)
+  add_test(NAME dist.faults.charformer
+    COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tests/dist_faults.py --mpiexec ${MPIEXEC_EXECUTABLE}
+            --out ${_dist_runs}/faults --charformer $<TARGET_FILE:charformer> --data ${PROJECT_SOURCE_DIR}/LICENSE)
+  set_tests_properties(dist.faults.charformer PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE ENVIRONMENT "${_dist_env}")
 endif()

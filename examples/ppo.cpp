@@ -2,12 +2,17 @@
 //
 //   ppo train --env CartPole-v1 --steps 100000 --out runs/ppo
 //   ppo eval  --ckpt runs/ppo/checkpoint.safetensors --episodes 100
+//   mpirun -np 2 ppo train ...   each rank steps its slice of the environments
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <numeric>
 #include <optional>
+#include <string>
+#include <vector>
 #include <omp.h>
 
+#include <marrow/dist/data_parallel.hpp>
 #include <marrow/rl/acrobot.hpp>
 #include <marrow/rl/cartpole.hpp>
 #include <marrow/rl/mountain_car.hpp>
@@ -23,6 +28,10 @@ using namespace marrow;
 using ppo::Args;
 
 namespace {
+
+// The checkpoint metadata entry holding the environments' state, so that --resume
+// continues the episodes that were running (at any process count) instead of new ones.
+const char* const kEnvsKey = "ppo_environments";
 
 // Call fn.template operator()<Env>() for the environment named `name`.
 template <class F> auto with_env(const std::string& name, F&& fn) {
@@ -102,7 +111,6 @@ template <class Env> int train(Args a, const CommonFlags& common, const Json& fl
   adam.lr = float(a.lr);
   adam.eps = float(a.adam_eps);
   Adam<float> opt(params, adam);
-  ppo::Rollout<Env> rollout(E, S, a.seed + 1);
 
   Checkpoint<float> ckpt(agent);  // weights and the normalizers' statistics
   ckpt.add_state([&](const StateVisitor<float>& f) { opt.visit_state(f); });
@@ -113,7 +121,22 @@ template <class Env> int train(Args a, const CommonFlags& common, const Json& fl
            .plots = {{.file = "learning_curve.png", .keys = {"episodic_return", "mean_return_last20"},
                       .options = {.title = title, .xlabel = "env steps", .ylabel = "return"}, .x_key = "env_steps"}}},
           flags);
-  int update = int(run.resume(ckpt));
+  // The environments cut into one slice per shard; the minibatches into shards of MB / K.
+  const int K = run.shards();
+  if (E % K != 0)
+    throw UsageError(detail::cat("--num-envs ", E, " must be a multiple of --shards ", K,
+                                 " (each shard steps num-envs / shards environments)"));
+  if (MB % K != 0)
+    throw UsageError(detail::cat("--shards ", K, " must divide the minibatch of ", MB,
+                                 " (num-envs x num-steps / num-minibatches)"));
+  ppo::Rollout<Env> rollout(E, S, a.seed + 1, run.world(), K);
+  dist::DataParallel<float> dp(params, run.world(), K);
+  const CheckpointInfo resumed = run.resume_info(ckpt);
+  int update = int(resumed.step);
+  if (auto it = resumed.metadata.find(kEnvsKey); it != resumed.metadata.end())
+    rollout.load_envs(it->second);
+  else if (run.resuming())
+    run.message("the checkpoint holds no environment state (written by an older ppo): the environments start afresh");
   rollout.global_step = std::int64_t(update) * B;
   const std::int64_t first_step = rollout.global_step;
 
@@ -129,7 +152,8 @@ template <class Env> int train(Args a, const CommonFlags& common, const Json& fl
     const double clip_now = a.anneal_clip ? frac * a.clip_coef : a.clip_coef;
     opt.set_lr(float(lr_now));
 
-    // Rollout: S steps of E environments under the current policy.
+    // Rollout: S steps of E environments under the current policy (each rank steps its
+    // shards' slices; every rank ends up with the whole rollout).
     rollout.collect(agent, rng, a);
     // GAE: advantages and returns, backwards through the rollout.
     rollout.gae(a.gamma, a.gae_lambda);
@@ -141,14 +165,19 @@ template <class Env> int train(Args a, const CommonFlags& common, const Json& fl
       double epoch_kl = 0;
       for (int start = 0; start < B; start += MB) {
         ppo::gather(rollout, order, start, mb);
-        tape.reset();
-        ppo::LossTerms<float> lt = ppo::ppo_loss(tape, agent, mb, a, clip_now);
+        ppo::normalize_advantages(mb, a);  // over the whole minibatch, before it is cut into shards
         opt.zero_grad();
-        tape.backward(lt.total);
+        // Each shard's loss over its rows of the minibatch; the diagnostics come back as means over the shards.
+        const std::vector<double> d = dp.step(MB, [&](std::int64_t b0, std::int64_t b1) {
+          tape.reset();
+          ppo::LossTerms<float> lt = ppo::ppo_loss(tape, agent, ppo::rows(mb, b0, b1), a, clip_now);
+          tape.backward(lt.total);
+          return lt.diagnostics();
+        });
         clip_grad_norm(params, float(a.max_grad_norm));
         opt.step();
-        st.add(lt);
-        epoch_kl += lt.approx_kl;
+        st.add(d);
+        epoch_kl += d[ppo::kApproxKl];
       }
       st.epochs_run = epoch + 1;
       if (a.target_kl > 0 && epoch_kl / a.num_minibatches > a.target_kl) break;
@@ -176,23 +205,28 @@ template <class Env> int train(Args a, const CommonFlags& common, const Json& fl
     const double last20 = rollout.mean_return_last(20);
     if (!steps_to_threshold && eps.size() >= 20 && last20 >= Env::threshold) steps_to_threshold = rollout.global_step;
     const double sps = double(rollout.global_step - first_step) / (run.timer().total_ms() / 1000.0 + 1e-12);
-    run.log({{"step", update},
-             {"env_steps", rollout.global_step},
-             {"episodic_return", ep_ret},
-             {"episodic_length", ep_len},
-             {"mean_return_last20", last20},
-             {"sps", sps},
-             {"lr", lr_now},
-             {"policy_loss", st.policy_loss},
-             {"value_loss", st.value_loss},
-             {"entropy", st.entropy},
-             {"approx_kl", st.approx_kl},
-             {"clip_frac", st.clip_frac},
-             {"epochs", st.epochs_run},
-             {"explained_variance", rollout.explained_variance()}});
+    run.log(with_allreduce(dp.timing(), Json::object({{"step", update},
+                                                      {"env_steps", rollout.global_step},
+                                                      {"episodic_return", ep_ret},
+                                                      {"episodic_length", ep_len},
+                                                      {"mean_return_last20", last20},
+                                                      {"sps", sps},
+                                                      {"lr", lr_now},
+                                                      {"policy_loss", st.policy_loss},
+                                                      {"value_loss", st.value_loss},
+                                                      {"entropy", st.entropy},
+                                                      {"approx_kl", st.approx_kl},
+                                                      {"clip_frac", st.clip_frac},
+                                                      {"epochs", st.epochs_run},
+                                                      {"explained_variance", rollout.explained_variance()}})));
     run.progress(update, {{"return20", last20}, {"ent", st.entropy}});
-    if (run.interrupted() || update == num_updates) run.save(ckpt, update, model_config_metadata(a));
-    if (run.interrupted()) return run.interrupted_exit();
+    const bool stop = run.interrupted();
+    if (stop || update == num_updates) {
+      std::map<std::string, std::string> meta = model_config_metadata(a);
+      meta[kEnvsKey] = rollout.save_envs();  // a collective: every rank's slice
+      run.save(ckpt, update, meta);
+    }
+    if (stop) return run.interrupted_exit();
   }
   run.finish({{"env", std::string(Env::kName)},
               {"env_steps", rollout.global_step},
@@ -246,7 +280,7 @@ int main(int argc, char** argv) {
     Cli cli("ppo", "PPO on classic-control tasks written from their equations");
     cli.command("train", "train an agent").command("eval", "run the deterministic policy of a checkpoint");
     // ppo reads no data and counts environment steps, not epochs.
-    common.add_to(cli, {.data = false, .steps = false, .epochs = false});
+    common.add_to(cli, {.data = false, .steps = false, .epochs = false, .shards = true, .stop_at = true});
     cli.flag("steps", common.steps, "environment steps over all copies").min(0);
     cli.flag("preset", preset_name, "hyper-parameters: tuned (per environment) or cleanrl (CleanRL's defaults)");
     cli.flag("episodes", episodes, "eval: episodes to run").min(1);

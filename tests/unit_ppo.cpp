@@ -159,3 +159,56 @@ TEST_CASE("ppo: the normalizers are buffers that checkpoints save and load") {
                        Error);
   std::filesystem::remove_all(dir);
 }
+
+// A rank steps only its slice of the environments: copies 2 and 3 of 4 must start
+// and go on (resets included) exactly as VecEnv's copies 2 and 3 do in one process.
+TEST_CASE("ppo: an environment slice steps as the same copies of the whole vector") {
+  rl::VecEnv<rl::CartPole> all(4, 7);
+  rl::VecEnv<rl::CartPole> slice(4, 2, 2, 7);
+  Rng pick(5);
+  std::vector<rl::EpisodeStats> done;
+  std::size_t ended = 0;
+  for (int t = 0; t < 300; ++t) {
+    std::vector<rl::Obs> act(4);
+    for (auto& a : act) a[0] = double(pick.below(2));
+    for (int i = 0; i < 2; ++i) CHECK(slice.obs()[std::size_t(i)] == all.obs()[std::size_t(2 + i)]);
+    const auto& r = all.step(act);
+    for (int i = 0; i < 2; ++i) {
+      const auto s = slice.step(i, act[std::size_t(2 + i)]);
+      CHECK(s.reward == r.reward[std::size_t(2 + i)]);
+      CHECK(s.terminated == bool(r.terminated[std::size_t(2 + i)]));
+      CHECK(s.truncated == bool(r.truncated[std::size_t(2 + i)]));
+      if (s.terminated || s.truncated) {
+        CHECK(s.final_obs == r.final_obs[std::size_t(2 + i)]);
+        ++ended;
+      }
+    }
+  }
+  CHECK(ended > 5);  // resets drew from the slice's own streams
+}
+
+// A checkpoint carries the environments mid-episode: a rollout that loads another's
+// state steps on exactly as the other does (the reset streams included).
+TEST_CASE("ppo: the environments' state survives save_envs and load_envs") {
+  Args a;
+  a.norm_reward = true;
+  Rng rng(1);
+  Agent<float> agent({rl::Pendulum::obs_dim, rl::Pendulum::act_dim, false}, a, rng);
+  Rollout<rl::Pendulum> ro(2, 150, 2);
+  ro.collect(agent, rng, a);  // mid-episode: Pendulum's episodes last 200 steps
+  const std::string saved = ro.save_envs();
+  Rollout<rl::Pendulum> copy(2, 150, 2);
+  CHECK(copy.save_envs() != saved);
+  copy.load_envs(saved);
+  CHECK(copy.save_envs() == saved);
+  CHECK(copy.disc_return == ro.disc_return);
+  for (int t = 0; t < 100; ++t)  // across the episodes' ends and resets
+    for (int i = 0; i < 2; ++i) {
+      const rl::Obs act{std::sin(t + i)};
+      const auto x = ro.envs.step(i, act), y = copy.envs.step(i, act);
+      CHECK(x.reward == y.reward);
+      CHECK(ro.envs.obs()[std::size_t(i)] == copy.envs.obs()[std::size_t(i)]);
+    }
+  Rollout<rl::Pendulum> other(3, 150, 2);
+  CHECK_THROWS_WITH_AS(other.load_envs(saved), doctest::Contains("--num-envs"), Error);
+}

@@ -1,11 +1,17 @@
 #pragma once
 // The rollout: S steps of E environments under the current policy, stored
 // step-major (row s·E + e), then generalized advantage estimation over it.
+// Under data parallelism each rank steps a slice of the environments, and the
+// ranks exchange every step's outcome so that each holds the whole rollout.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
 #include <vector>
 
+#include <marrow/dist/data_parallel.hpp>
 #include <marrow/marrow.hpp>
 #include <marrow/rl/env.hpp>
 #include <marrow/rl/vec_env.hpp>
@@ -49,12 +55,26 @@ inline void compute_gae(int S, int E, const std::vector<double>& rewards, const 
 }
 
 // E copies of Env stepped in lockstep, and the buffers of one rollout of S steps.
+//
+// Data-parallel (K shards over the ranks of `comm`): the E environments are cut
+// into K slices of E/K, shard k steps slice k, and this rank steps the slices
+// of its shards. Everything a shard computes is computed the same way whatever
+// the number of processes: its policy forward takes its E/K rows, its actions
+// come from a stream keyed by (the sampler at the rollout's start, k). After
+// every step the ranks exchange what their environments did, so that every
+// rank holds the whole rollout, folds every observation and reward into the
+// normalizers in environment order, and logs every episode. With K = 1 this is
+// the plain loop over all E copies, with the sampler's draws of a single process.
 template <class Env, class T = float> struct Rollout {
   static constexpr int O = Env::obs_dim, A = Env::act_dim;
   static constexpr int AD = Env::discrete ? 1 : A;  // stored action width
   const int S, E, B;
 
-  rl::VecEnv<Env> envs;
+  const dist::Comm& comm;
+  const int K;                               // shards
+  const dist::ShardSpan mine;                // this rank's shards
+  const int per_shard;                       // environments per shard (E / K)
+  rl::VecEnv<Env> envs;                        // this rank's: [mine.begin · per_shard, mine.end · per_shard)
   std::vector<double> disc_return;           // (E) running discounted returns, for reward scaling
   std::vector<rl::EpisodeStats> episodes;    // every finished training episode
   std::int64_t global_step = 0;              // environment steps over all copies
@@ -66,8 +86,11 @@ template <class Env, class T = float> struct Rollout {
   std::vector<double> next_values;            // (E) V(obs) after the last step
   std::vector<double> advantages, returns;    // (B), from gae()
 
-  Rollout(int num_envs, int num_steps, std::uint64_t env_seed)
-      : S(num_steps), E(num_envs), B(num_envs * num_steps), envs(num_envs, env_seed),
+  Rollout(int num_envs, int num_steps, std::uint64_t env_seed, const dist::Comm& world = dist::Comm::self(),
+          int shards = 1)
+      : S(num_steps), E(num_envs), B(num_envs * num_steps), comm(world), K(shards),
+        mine(dist::local_shards(world, shards)), per_shard(checked_per_shard(num_envs, shards)),
+        envs(num_envs, mine.begin * per_shard, (mine.end - mine.begin) * per_shard, env_seed),
         disc_return(std::size_t(num_envs), 0.0) {}
 
   // S steps of every environment with actions sampled from the agent's policy.
@@ -81,57 +104,129 @@ template <class Env, class T = float> struct Rollout {
     final_values.assign(nB, 0.0);
     terminated.assign(nB, 0);
     truncated.assign(nB, 0);
-    std::vector<rl::Obs> act(static_cast<std::size_t>(E));
+    const int n = envs.size(), e0 = envs.first();
+    const bool sharded = K > 1;
+    const Rng at_start = rng;
+    std::vector<Rng> streams;
+    if (sharded)
+      for (int k = mine.begin; k < mine.end; ++k) streams.push_back(dist::shard_stream(at_start, k));
+    // The raw observations of all E copies, on every rank: what the normalizer folds in.
+    std::vector<rl::Obs> now(static_cast<std::size_t>(E));
+    comm.allgather(envs.obs().data(), std::size_t(n), now.data());
+    std::vector<StepRecord> step_mine(static_cast<std::size_t>(n)), step_all(static_cast<std::size_t>(E));
+    std::vector<rl::Obs> act(static_cast<std::size_t>(n)), final_obs(static_cast<std::size_t>(n));
     for (int s = 0; s < S; ++s) {
-      Tensor<T> x = agent.observe(envs.obs(), true);
+      Tensor<T> x = agent.observe(now, true);
       std::copy(x.begin(), x.end(), obs.data() + std::size_t(s) * E * O);
-      {
+      // One policy forward per shard, of its E/K rows: a row's bits may depend on
+      // the batch it is computed in, so that batch must not depend on the process count.
+      for (int k = mine.begin; k < mine.end; ++k) {
+        Rng& draw = sharded ? streams[std::size_t(k - mine.begin)] : rng;
+        const int k0 = k * per_shard;
         tape.reset();
         auto g = tape.no_grad();
-        Var<T> xin = tape.input(x);
+        Var<T> xin = tape.input(dist::batch_rows(x, k0, k0 + per_shard));
         Var<T> out = agent.actor(tape, xin);
         Var<T> v = agent.critic(tape, xin);
-        for (int e = 0; e < E; ++e) {
-          const std::size_t i = std::size_t(s * E + e);
-          values[i] = v.value()[e];
-          logp[i] = sample_action(agent, out.value().data() + e * A, A, rng, act[std::size_t(e)]);
-          for (int k = 0; k < AD; ++k) actions[index_t(i) * AD + k] = T(act[std::size_t(e)][std::size_t(k)]);
+        for (int j = 0; j < per_shard; ++j) {
+          const auto u = std::size_t(k0 + j - e0);
+          step_mine[u].value = v.value()[j];
+          step_mine[u].logp = sample_action(agent, out.value().data() + j * A, A, draw, act[u]);
+          step_mine[u].action = act[u];
         }
       }
       // Continuous actions are clipped to the bounds when stepping; the log-prob stays that of the sample.
-      std::vector<rl::Obs> stepped = act;
-      if constexpr (!Env::discrete)
-        for (auto& a : stepped)
-          for (int k = 0; k < A; ++k) a[std::size_t(k)] = rl::clip(a[std::size_t(k)], Env::act_low, Env::act_high);
-      const auto& r = envs.step(stepped, &episodes);
-      global_step += E;
-      std::vector<rl::Obs> finals;
-      std::vector<int> final_idx;
-      for (int e = 0; e < E; ++e) {
-        const std::size_t i = std::size_t(s * E + e), ue = std::size_t(e);
-        rewards[i] = args.norm_reward ? scale_reward(agent.ret_rms, disc_return[ue], r.reward[ue],
-                                                     r.terminated[ue] || r.truncated[ue], args.gamma, args.clip_reward)
-                                      : r.reward[ue];
-        terminated[i] = r.terminated[ue];
-        truncated[i] = r.truncated[ue];
-        if (r.truncated[ue]) {
-          finals.push_back(r.final_obs[ue]);
-          final_idx.push_back(int(i));
-        }
+      for (int i = 0; i < n; ++i) {
+        rl::Obs stepped = act[std::size_t(i)];
+        if constexpr (!Env::discrete)
+          for (int k = 0; k < A; ++k)
+            stepped[std::size_t(k)] = rl::clip(stepped[std::size_t(k)], Env::act_low, Env::act_high);
+        const typename rl::VecEnv<Env>::CopyResult r = envs.step(i, stepped);
+        StepRecord& rec = step_mine[std::size_t(i)];
+        rec.reward = r.reward;
+        rec.terminated = r.terminated;
+        rec.truncated = r.truncated;
+        rec.final_value = 0.0;
+        rec.episode = r.episode;
+        rec.next_obs = envs.obs()[std::size_t(i)];
+        final_obs[std::size_t(i)] = r.final_obs;
       }
-      if (!finals.empty()) {  // V(final obs) for bootstrapping the truncated episodes
+      for (int k = mine.begin; k < mine.end; ++k) {  // V(final obs) for bootstrapping the truncated episodes
+        std::vector<rl::Obs> finals;
+        std::vector<std::size_t> final_idx;
+        for (int e = k * per_shard; e < (k + 1) * per_shard; ++e)
+          if (step_mine[std::size_t(e - e0)].truncated) {
+            finals.push_back(final_obs[std::size_t(e - e0)]);
+            final_idx.push_back(std::size_t(e - e0));
+          }
+        if (finals.empty()) continue;
         tape.reset();
         auto g = tape.no_grad();
         Var<T> v = agent.critic(tape, tape.input(agent.observe(finals, false)));
-        for (std::size_t j = 0; j < finals.size(); ++j) final_values[std::size_t(final_idx[j])] = v.value()[index_t(j)];
+        for (std::size_t j = 0; j < finals.size(); ++j) step_mine[final_idx[j]].final_value = v.value()[index_t(j)];
       }
+      comm.allgather(step_mine.data(), step_mine.size(), step_all.data());
+      // Every rank the same: the rows of all E copies, the reward scale's updates
+      // and the finished episodes in environment order, as one process has them.
+      for (int e = 0; e < E; ++e) {
+        const std::size_t i = std::size_t(s * E + e), ue = std::size_t(e);
+        const StepRecord& rec = step_all[ue];
+        values[i] = rec.value;
+        logp[i] = rec.logp;
+        for (int k = 0; k < AD; ++k) actions[index_t(i) * AD + k] = T(rec.action[std::size_t(k)]);
+        const bool ended = rec.terminated || rec.truncated;
+        rewards[i] = args.norm_reward ? scale_reward(agent.ret_rms, disc_return[ue], rec.reward, ended, args.gamma,
+                                                     args.clip_reward)
+                                      : rec.reward;
+        terminated[i] = rec.terminated;
+        truncated[i] = rec.truncated;
+        final_values[i] = rec.final_value;
+        if (ended) episodes.push_back(rec.episode);
+        now[ue] = rec.next_obs;
+      }
+      global_step += E;
+    }
+    std::vector<double> next_mine(static_cast<std::size_t>(n), 0.0);
+    for (int k = mine.begin; k < mine.end; ++k) {
+      const int k0 = k * per_shard;
+      tape.reset();
+      auto g = tape.no_grad();
+      std::vector<rl::Obs> last(envs.obs().begin() + (k0 - e0), envs.obs().begin() + (k0 - e0 + per_shard));
+      Var<T> v = agent.critic(tape, tape.input(agent.observe(last, false)));
+      for (int j = 0; j < per_shard; ++j) next_mine[std::size_t(k0 - e0 + j)] = v.value()[j];
     }
     next_values.assign(std::size_t(E), 0.0);
+    comm.allgather(next_mine.data(), next_mine.size(), next_values.data());
     tape.reset();
-    auto g = tape.no_grad();
-    Var<T> v = agent.critic(tape, tape.input(agent.observe(envs.obs(), false)));
-    for (int e = 0; e < E; ++e) next_values[std::size_t(e)] = v.value()[e];
-    tape.reset();
+    // The sampler moves on by one draw whatever K and the process count: the
+    // minibatch shuffles that follow draw the same numbers on every rank.
+    if (sharded) {
+      rng = at_start;
+      rng.next_u64();
+    }
+  }
+
+  // The environments' state (every copy's, and the reward scale's running
+  // returns) as text for a checkpoint's metadata. A collective: every rank
+  // sends its slice, the text is complete on every rank.
+  std::string save_envs() const {
+    const std::size_t per = rl::VecEnv<Env>::kStateBytes;
+    std::vector<char> mine_bytes(per * std::size_t(envs.size())), all(per * std::size_t(E));
+    for (int i = 0; i < envs.size(); ++i) envs.write_state(i, mine_bytes.data() + per * std::size_t(i));
+    comm.allgather(mine_bytes.data(), mine_bytes.size(), all.data());
+    const auto* d = reinterpret_cast<const char*>(disc_return.data());
+    all.insert(all.end(), d, d + sizeof(double) * disc_return.size());
+    return to_hex(all);
+  }
+  // The state save_envs() wrote: this rank takes its slice (checkpoints move between process counts).
+  void load_envs(const std::string& text) {
+    const std::size_t per = rl::VecEnv<Env>::kStateBytes;
+    const std::vector<char> all = from_hex(text);
+    MARROW_CHECK(all.size() % (per + sizeof(double)) == 0 && all.size() / (per + sizeof(double)) == std::size_t(E),
+                 "ppo: the checkpoint's environment state is not that of ", E, " copies of ", Env::kName,
+                 " (was it written with another --num-envs?)");
+    for (int i = 0; i < envs.size(); ++i) envs.read_state(i, all.data() + per * std::size_t(envs.first() + i));
+    std::memcpy(disc_return.data(), all.data() + per * std::size_t(E), sizeof(double) * disc_return.size());
   }
 
   // Advantages and returns of the collected rollout.
@@ -165,6 +260,42 @@ template <class Env, class T = float> struct Rollout {
   }
 
  private:
+  // What one environment did in one step, sent to every rank: the policy's
+  // output for it, the step's outcome, the observation it continues from.
+  struct StepRecord {
+    rl::Obs action, next_obs;
+    double value, logp, reward, final_value;
+    rl::EpisodeStats episode;  // where it ended
+    bool terminated, truncated;
+  };
+
+  static int checked_per_shard(int num_envs, int shards) {
+    MARROW_CHECK(num_envs % shards == 0, "--num-envs ", num_envs, " must be a multiple of --shards ", shards,
+                 " (each shard steps num-envs / shards environments)");
+    return num_envs / shards;
+  }
+  static std::string to_hex(const std::vector<char>& bytes) {
+    static const char* digits = "0123456789abcdef";
+    std::string out(bytes.size() * 2, '0');
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+      const auto b = static_cast<unsigned char>(bytes[i]);
+      out[2 * i] = digits[b >> 4];
+      out[2 * i + 1] = digits[b & 15];
+    }
+    return out;
+  }
+  static std::vector<char> from_hex(const std::string& text) {
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      throw Error("ppo: the checkpoint's environment state is not hexadecimal");
+    };
+    MARROW_CHECK(text.size() % 2 == 0, "ppo: the checkpoint's environment state has an odd number of digits");
+    std::vector<char> out(text.size() / 2);
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = char(nibble(text[2 * i]) << 4 | nibble(text[2 * i + 1]));
+    return out;
+  }
+
   Tape<T> tape;  // no-grad forwards only
 };
 

@@ -4,8 +4,10 @@
 // rollout, and the statistics an update reports.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
+#include <marrow/dist/shards.hpp>
 #include <marrow/marrow.hpp>
 
 #include "agent.hpp"
@@ -46,12 +48,40 @@ template <class Env, class T> Minibatch<T> make_minibatch(int M) {
           Tensor<T>::uninitialized({M})};
 }
 
+// Where each diagnostic sits in LossTerms::diagnostics(): the plain numbers a
+// data-parallel step averages over the shards.
+enum LossDiagnostic { kPolicyLoss, kValueLoss, kEntropy, kApproxKl, kClipFrac };
+
 template <class T> struct LossTerms {
   Var<T> total;
   double policy_loss, value_loss, entropy, approx_kl, clip_frac;
+
+  std::vector<double> diagnostics() const { return {policy_loss, value_loss, entropy, approx_kl, clip_frac}; }
 };
 
-// Clipped surrogate + (clipped) value loss − entropy bonus.
+// Rows [b0, b1) of a minibatch (a data-parallel shard of it); the whole minibatch as it is.
+template <class T> Minibatch<T> rows(const Minibatch<T>& mb, std::int64_t b0, std::int64_t b1) {
+  return {dist::batch_rows(mb.obs, b0, b1),      dist::batch_rows(mb.actions, b0, b1),
+          dist::batch_rows(mb.old_logp, b0, b1), dist::batch_rows(mb.advantages, b0, b1),
+          dist::batch_rows(mb.returns, b0, b1),  dist::batch_rows(mb.old_values, b0, b1)};
+}
+
+// With --norm-adv, the minibatch's advantages standardized over the whole
+// minibatch (CleanRL's per-minibatch normalization). Done before the minibatch
+// is cut into shards: a shard's loss must see the minibatch's mean and std, not
+// its own, for the update not to depend on the shard count's cuts.
+template <class T> void normalize_advantages(Minibatch<T>& mb, const Args& args) {
+  const index_t M = mb.advantages.numel();
+  if (!args.norm_adv || M <= 1) return;
+  Tensor<T> adv = mb.advantages.clone();
+  const double m = adv.arr().mean();
+  const double sd = std::sqrt((adv.arr() - T(m)).square().sum() / double(M - 1));  // torch.std: unbiased
+  adv.arr() = (adv.arr() - T(m)) / T(sd + 1e-8);
+  mb.advantages = adv;
+}
+
+// Clipped surrogate + (clipped) value loss − entropy bonus, with the
+// advantages as they are in `mb` (see normalize_advantages).
 template <class T> LossTerms<T> ppo_loss(Tape<T>& t, Agent<T>& agent, const Minibatch<T>& mb, const Args& args,
                                          double clip_coef) {
   const index_t M = mb.obs.dim(0);
@@ -60,13 +90,7 @@ template <class T> LossTerms<T> ppo_loss(Tape<T>& t, Agent<T>& agent, const Mini
   Var<T> logratio = sub(t, pt.logp, t.input(mb.old_logp));
   Var<T> ratio = exp(t, logratio);
 
-  Tensor<T> adv = mb.advantages.clone();
-  if (args.norm_adv && M > 1) {
-    const double m = adv.arr().mean();
-    const double sd = std::sqrt((adv.arr() - T(m)).square().sum() / double(M - 1));  // torch.std: unbiased
-    adv.arr() = (adv.arr() - T(m)) / T(sd + 1e-8);
-  }
-  Var<T> neg_adv = t.input(adv);
+  Var<T> neg_adv = t.input(mb.advantages);
   neg_adv = neg(t, neg_adv);
   const T c = T(clip_coef);
   Var<T> pg1 = mul(t, neg_adv, ratio);
@@ -103,12 +127,13 @@ struct UpdateStats {
   double policy_loss = 0, value_loss = 0, entropy = 0, approx_kl = 0, clip_frac = 0;
   int minibatches = 0, epochs_run = 0;
 
-  template <class T> void add(const LossTerms<T>& lt) {
-    policy_loss += lt.policy_loss;
-    value_loss += lt.value_loss;
-    entropy += lt.entropy;
-    approx_kl += lt.approx_kl;
-    clip_frac += lt.clip_frac;
+  // One minibatch's LossTerms::diagnostics() (over all its shards).
+  void add(const std::vector<double>& d) {
+    policy_loss += d[kPolicyLoss];
+    value_loss += d[kValueLoss];
+    entropy += d[kEntropy];
+    approx_kl += d[kApproxKl];
+    clip_frac += d[kClipFrac];
     ++minibatches;
   }
   void average() {
