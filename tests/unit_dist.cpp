@@ -72,11 +72,14 @@ void sharded_gradients(Net& net, const Tensor<float>& x, const Tensor<float>& y,
 
 TEST_CASE("dist: tree_sum gives every rank the pairwise sum in rank order") {
   const dist::Comm& world = dist::Comm::world();
+  // Fewer values than ranks, chunks of unequal length, and more than one piece of 16 MiB.
+  for (std::size_t len : {std::size_t(1), std::size_t(3), std::size_t(1001), (std::size_t(1) << 22) + 7}) {
+    std::vector<float> mine = contribution(world.rank(), len);
+    world.tree_sum(mine.data(), len);
+    const std::vector<float> want = tree_reference(world.size(), len);
+    CHECK_MESSAGE(same_bits(mine.data(), want.data(), len), len, " values");
+  }
   const std::size_t n = 1000;
-  std::vector<float> mine = contribution(world.rank(), n);
-  world.tree_sum(mine.data(), n);
-  const std::vector<float> want = tree_reference(world.size(), n);
-  CHECK(same_bits(mine.data(), want.data(), n));
   // The order matters for these values: a left-to-right sum over 4 ranks rounds differently.
   std::vector<float> ltr = contribution(0, n);
   for (int r = 1; r < 4; ++r) {

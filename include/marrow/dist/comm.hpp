@@ -125,9 +125,12 @@ class Comm {
   // data ← the sum of every rank's data, added in the fixed pairwise tree of
   // rank order ((r0 + r1) + (r2 + r3) ...), so every rank ends with the same
   // bits and they do not depend on which message arrived first. The world size
-  // must be a power of two. Recursive doubling: at level l each rank swaps its
-  // partial sum with rank ^ 2^l and adds (lower rank's sum first: addition is
-  // commutative in IEEE arithmetic, the order is only for the reader).
+  // must be a power of two.
+  //
+  // A reduce-scatter then an all-gather, as a ring all-reduce moves its bytes:
+  // rank r owns the r-th of N chunks, receives every rank's copy of it, adds
+  // them up in the tree, and sends the sum to everyone. Each rank sends and
+  // receives 2(N − 1)/N of the vector, however many ranks there are.
   template <class T> void tree_sum(T* data, std::size_t n) const {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "tree_sum: float or double");
     if (size_ == 1 || n == 0) return;
@@ -135,20 +138,29 @@ class Comm {
     MARROW_CHECK(is_power_of_two(size_), "tree_sum: the number of processes (", size_,
                  ") must be a power of two so that the pairwise tree is fixed");
     const MPI_Datatype type = std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE;
-    const std::size_t chunk = kChunk / sizeof(T);
-    if (scratch_.size() < std::min(n, chunk) * sizeof(T)) scratch_.resize(std::min(n, chunk) * sizeof(T));
-    T* theirs = reinterpret_cast<T*>(scratch_.data());
-    for (std::size_t off = 0; off < n; off += chunk) {
-      const std::size_t m = std::min(chunk, n - off);
-      T* mine = data + off;
-      for (int step = 1; step < size_; step <<= 1) {
-        const int partner = rank_ ^ step;
-        MPI_Sendrecv(mine, int(m), type, partner, step, theirs, int(m), type, partner, step, comm_, MPI_STATUS_IGNORE);
-        if (rank_ < partner)
-          for (std::size_t i = 0; i < m; ++i) mine[i] = mine[i] + theirs[i];
-        else
-          for (std::size_t i = 0; i < m; ++i) mine[i] = theirs[i] + mine[i];
+    const std::size_t N = std::size_t(size_), piece = std::max<std::size_t>(1, kChunk / sizeof(T) / N);
+    std::vector<int> counts(N), offsets(N), recv_counts(N), recv_offsets(N);
+    for (std::size_t off = 0; off < n; off += piece * N) {  // pieces of at most kChunk bytes in flight
+      const std::size_t m = std::min(piece * N, n - off);
+      T* part = data + off;
+      for (std::size_t r = 0; r < N; ++r) {  // chunk r: [m·r/N, m·(r+1)/N)
+        offsets[r] = int(m * r / N);
+        counts[r] = int(m * (r + 1) / N) - offsets[r];
       }
+      const std::size_t me = std::size_t(rank_), mine = std::size_t(counts[me]);
+      if (scratch_.size() < N * mine * sizeof(T)) scratch_.resize(N * mine * sizeof(T));
+      T* copies = reinterpret_cast<T*>(scratch_.data());  // rank q's copy of my chunk at copies + q·mine
+      for (std::size_t q = 0; q < N; ++q) recv_counts[q] = int(mine), recv_offsets[q] = int(q * mine);
+      MPI_Alltoallv(part, counts.data(), offsets.data(), type, copies, recv_counts.data(), recv_offsets.data(), type,
+                    comm_);
+      for (std::size_t width = 1; width < N; width *= 2)
+        for (std::size_t q = 0; q + width < N; q += 2 * width) {
+          T* l = copies + q * mine;
+          const T* r = copies + (q + width) * mine;
+          for (std::size_t i = 0; i < mine; ++i) l[i] = l[i] + r[i];
+        }
+      std::copy_n(copies, mine, part + offsets[me]);
+      MPI_Allgatherv(MPI_IN_PLACE, 0, type, part, counts.data(), offsets.data(), type, comm_);
     }
 #else
     (void)data;
