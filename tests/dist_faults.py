@@ -16,25 +16,15 @@ Then a rank started with another configuration (MPMD: the same binary, one flag
 different) must stop the job with a message naming the ranks within seconds.
 """
 import argparse
-import json
 import os
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
 
-
-def tensors(path):
-    with open(path, "rb") as f:
-        blob = f.read()
-    n = struct.unpack("<Q", blob[:8])[0]
-    header = json.loads(blob[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    data = blob[8 + n:]
-    return {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}, meta
+from dist_runs import tensors  # the checkpoint reader beside it
 
 
 def fail(msg):
