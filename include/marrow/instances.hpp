@@ -64,6 +64,8 @@
   PREFIX Var<T> max<T>(Tape<T>&, const Arg<T>&, std::vector<int>, bool); \
   PREFIX Var<T> var<T>(Tape<T>&, const Arg<T>&, std::vector<int>, bool, int); \
   PREFIX Var<T> logsumexp<T>(Tape<T>&, const Arg<T>&, std::vector<int>, bool); \
+  /* ops/running_stats.hpp */ \
+  PREFIX RunningStatsLog<T>*& running_stats_log<T>(); \
   /* ops/shape.hpp */ \
   PREFIX Var<T> reshape<T>(Tape<T>&, const Arg<T>&, std::vector<index_t>); \
   PREFIX Var<T> flatten<T>(Tape<T>&, const Arg<T>&, int); \
