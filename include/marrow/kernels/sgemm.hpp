@@ -258,6 +258,9 @@ void sgemm_serial(const SgemmPlan& pl, Trans ta, Trans tb, index_t m, index_t n,
 }
 
 // Multiply-adds from which a product made at the top level is split over the team.
+// Not yet measured for this kernel: the machine was too loaded for 2-thread timings
+// (`sgemm_bench --threads` is the measurement); 128k sits below Eigen's measured
+// 512k crossover (config.hpp) because this kernel repeats less packing per thread.
 inline double sgemm_parallel_min = 1 << 17;
 
 // How many threads a product may use: the team's, outside every parallel region.
