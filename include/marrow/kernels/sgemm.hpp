@@ -258,10 +258,11 @@ void sgemm_serial(const SgemmPlan& pl, Trans ta, Trans tb, index_t m, index_t n,
 }
 
 // Multiply-adds from which a product made at the top level is split over the team.
-// Not yet measured for this kernel: the machine was too loaded for 2-thread timings
-// (`sgemm_bench --threads` is the measurement); 128k sits below Eigen's measured
-// 512k crossover (config.hpp) because this kernel repeats less packing per thread.
-inline double sgemm_parallel_min = 1 << 17;
+// `sgemm_bench --threads` on the idle machine, µs on 1 thread vs 2: 64³ (262k)
+// 3.3 vs 4.0, 80³ (512k) 7.1 vs 6.6, the colorizer's 64×64×128 (524k) 6.2 vs 6.2,
+// 128³ 22 vs 16, the GPT's linear products 1.6-1.9x. Below ~0.5M a second thread
+// loses (its wake-up costs ~2.5 µs).
+inline double sgemm_parallel_min = 1 << 19;
 
 // How many threads a product may use: the team's, outside every parallel region.
 inline int sgemm_team() {
