@@ -36,13 +36,15 @@ def run(argv, env, out):
         sys.exit(f"bench/dist.py: exit {r.returncode}: {' '.join(argv)}\n{r.stdout[-2000:]}")
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
-    shares = []
+    reduce_ms, hidden = [], []
     with open(os.path.join(out, "metrics.jsonl")) as f:
         for line in f:
             j = json.loads(line)
             if "allreduce_ms" in j:
-                shares.append(j["allreduce_ms"])
-    return summary["ms_per_step"], (statistics.median(shares) if shares else 0.0)
+                reduce_ms.append(j["allreduce_ms"])
+                hidden.append(j.get("allreduce_hidden", 0.0))
+    med = lambda v: statistics.median(v) if v else 0.0
+    return summary["ms_per_step"], (med(reduce_ms), med(hidden))
 
 
 def main():
@@ -56,23 +58,25 @@ def main():
                OMPI_MCA_btl="self,vader,tcp", OMPI_MCA_btl_vader_single_copy_mechanism="none")
     host = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"host: {host}, {os.cpu_count()} cores")
-    print("| model | 1 process x 2 threads, ms/step | 2 processes x 1 thread, ms/step | throughput ratio | all-reduce ms (share of step) |")
-    print("|---|---|---|---|---|")
+    print("| model | 1 process x 2 threads, ms/step | 2 processes x 1 thread, ms/step | throughput ratio | all-reduce ms (share of step) | share hidden behind backward |")
+    print("|---|---|---|---|---|---|")
     results = {}
     for name in a.models.split(","):
         binary, flags = MODELS[name]
         exe = os.path.join(a.build, "examples", binary)
-        one, two, red = [], [], []
+        one, two, red, hid = [], [], [], []
         for rep in range(a.reps):
             ms, _ = run([exe] + flags + ["--threads", "2"], env, os.path.join(a.out, f"{name}-1x2-{rep}"))
             one.append(ms)
-            ms, ar = run(["mpirun", "-np", "2", "--bind-to", "none", exe] + flags + ["--threads", "1"], env,
+            ms, (ar, hidden) = run(["mpirun", "-np", "2", "--bind-to", "none", exe] + flags + ["--threads", "1"], env,
                          os.path.join(a.out, f"{name}-2x1-{rep}"))
             two.append(ms)
             red.append(ar)
-        m1, m2, mr = statistics.median(one), statistics.median(two), statistics.median(red)
-        results[name] = {"ms_1x2": one, "ms_2x1": two, "allreduce_ms": red, "ratio": m1 / m2}
-        print(f"| {name} | {m1:.1f} | {m2:.1f} | {m1 / m2:.2f} | {mr:.2f} ({100 * mr / m2:.1f} %) |", flush=True)
+            hid.append(hidden)
+        m1, m2, mr, mh = (statistics.median(v) for v in (one, two, red, hid))
+        results[name] = {"ms_1x2": one, "ms_2x1": two, "allreduce_ms": red, "allreduce_hidden": hid, "ratio": m1 / m2}
+        print(f"| {name} | {m1:.1f} | {m2:.1f} | {m1 / m2:.2f} | {mr:.2f} ({100 * mr / m2:.1f} %) | {100 * mh:.0f} % |",
+              flush=True)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "dist.json"), "w") as f:
         json.dump({"host": host, "results": results}, f, indent=1)

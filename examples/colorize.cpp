@@ -281,7 +281,7 @@ int train(const Args& a, const CommonFlags& common, const Json& flags) {
       tape.reset();
       ColorizerOutput<float> o = model(tape, tape.input(shard.L));
       LossTerms<float> lt = colorizer_loss(tape, model, o, shard, lopt);
-      tape.backward(lt.total);
+      dp.backward(tape, lt.total);
       return std::vector<double>{double(lt.total.item()), lt.color, lt.cls, lt.cls_acc};
     });
     const double elapsed_s = run.agreed(train_seconds());  // rank 0's clock: the schedule must agree

@@ -144,7 +144,7 @@ int train(const Args& a, const CommonFlags& common, const Json& config) {
       const Tensor<std::int32_t> y = dist::batch_rows(b.y, b0, b1);
       Var<float> logits = net(t, t.input(dist::batch_rows(b.x, b0, b1)));
       Var<float> loss = cross_entropy(t, logits, y);
-      t.backward(loss);
+      dp.backward(t, loss);
       const float* z = logits.value().data();
       const index_t C = a.model.classes;
       double right = 0;

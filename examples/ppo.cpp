@@ -171,7 +171,7 @@ template <class Env> int train(Args a, const CommonFlags& common, const Json& fl
         const std::vector<double> d = dp.step(MB, [&](std::int64_t b0, std::int64_t b1) {
           tape.reset();
           ppo::LossTerms<float> lt = ppo::ppo_loss(tape, agent, ppo::rows(mb, b0, b1), a, clip_now);
-          tape.backward(lt.total);
+          dp.backward(tape, lt.total);
           return lt.diagnostics();
         });
         clip_grad_norm(params, float(a.max_grad_norm));

@@ -343,7 +343,7 @@ int train(const Args& a, const CommonFlags& common, const Json& flags) {
       LossParts<float> lp = segmentation_loss(tape, logits, dist::batch_rows(b.target, b0, b1), lo.weight_map ? &w : nullptr, lo);
       const double shard_loss = lp.total.item();
       run.check_finite(shard_loss, step + 1);
-      tape.backward(lp.total);
+      dp.backward(tape, lp.total);
       return std::vector<double>{shard_loss, lp.ce, lp.dice};
     });
     const double loss = m[0];

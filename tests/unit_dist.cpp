@@ -7,7 +7,7 @@
 
 #include <cstring>
 
-#include <marrow/dist/shards.hpp>
+#include <marrow/dist/data_parallel.hpp>
 
 using namespace marrow;
 
@@ -51,18 +51,29 @@ struct Net {
     w2 = Param<float>(randn<float>({3, 6}, rng, 0.0, 0.5)), b2 = Param<float>(randn<float>({3}, rng));
   }
   ParamList<float> params() { return {{"w1", &w1}, {"b1", &b1}, {"w2", &w2}, {"b2", &b2}}; }
+  Var<float> loss(Tape<float>& t, const Tensor<float>& x, const Tensor<float>& y) {
+    Var<float> h = tanh(t, linear(t, t.input(x), w1, b1));
+    return mse(t, linear(t, h, w2, b2), y);
+  }
 };
+bool same_gradients(Net& a, Net& b) {
+  bool same = true;
+  auto pa = a.params(), pb = b.params();
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    CAPTURE(pa[i].name);
+    const bool s = same_bits(pa[i].param->grad().data(), pb[i].param->grad().data(), std::size_t(pa[i].param->numel()));
+    CHECK(s);
+    same = same && s;
+  }
+  return same;
+}
 void sharded_gradients(Net& net, const Tensor<float>& x, const Tensor<float>& y, const dist::Comm& comm, int shards) {
   dist::ShardSum<float> sum(net.params(), comm, shards);
   for (auto& p : net.params()) p.param->zero_grad();
   for (int s = sum.first_shard(); s < sum.end_shard(); ++s) {
     const auto [b0, b1] = dist::shard_range(x.dim(0), shards, s);
-    Tensor<float> xs({b1 - b0, x.dim(1)}), ys({b1 - b0, y.dim(1)});
-    std::copy_n(x.data() + b0 * x.dim(1), xs.numel(), xs.data());
-    std::copy_n(y.data() + b0 * y.dim(1), ys.numel(), ys.data());
     Tape<float> t;
-    Var<float> h = tanh(t, linear(t, t.input(xs), net.w1, net.b1));
-    t.backward(mse(t, linear(t, h, net.w2, net.b2), ys));
+    t.backward(net.loss(t, dist::batch_rows(x, b0, b1), dist::batch_rows(y, b0, b1)));
     sum.add_shard();
   }
   sum.finish();
@@ -98,11 +109,8 @@ TEST_CASE("dist: sharded gradients are the same bits on any number of processes,
   const int K = 4;
   sharded_gradients(dist_net, x, y, world, K);      // this rank's shards, the upper tree across ranks
   sharded_gradients(self_net, x, y, dist::Comm::self(), K);  // all four shards here
-  auto a = dist_net.params(), b = self_net.params();
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    CAPTURE(a[i].name);
-    CHECK(same_bits(a[i].param->grad().data(), b[i].param->grad().data(), std::size_t(a[i].param->numel())));
-  }
+  CHECK(same_gradients(dist_net, self_net));
+  auto a = dist_net.params();
   // One shard of 16: the plain batch gradient. The sharded one is the same mean, up to rounding.
   Net whole;
   sharded_gradients(whole, x, y, dist::Comm::self(), 1);
@@ -112,6 +120,32 @@ TEST_CASE("dist: sharded gradients are the same bits on any number of processes,
       const double g = a[i].param->grad()[j], ref = w[i].param->grad()[j];
       CHECK(std::abs(g - ref) <= 1e-5 * std::max(1.0, std::abs(ref)));
     }
+}
+
+TEST_CASE("dist: gradient buckets sent while backward still runs give the same bits; the last layer's go first") {
+  const dist::Comm& world = dist::Comm::world();
+  Rng rng(5);
+  const Tensor<float> x = randn<float>({16, 5}, rng), y = randn<float>({16, 3}, rng);
+  const int K = 4;
+  Net net, ref;
+  // 57 values in buckets of 7 from the end: [50, 57) ... [1, 8), [0, 1); buckets
+  // cross parameters. w2 and b2 fill [36, 57): three buckets are final once the
+  // second linear's closure has run, before the first layer's backward.
+  dist::DataParallel<float> dp(net.params(), world, K, {.bucket_values = 7});
+  Tape<float> t;
+  for (int step = 0; step < 2; ++step) {  // the second step reuses every buffer
+    for (auto& p : net.params()) p.param->zero_grad();
+    dp.step(x.dim(0), [&](std::int64_t b0, std::int64_t b1) {
+      t.reset();
+      Var<float> l = net.loss(t, dist::batch_rows(x, b0, b1), dist::batch_rows(y, b0, b1));
+      dp.backward(t, l);
+      return double(l.item());
+    });
+    sharded_gradients(ref, x, y, dist::Comm::self(), K);
+    CHECK(same_gradients(net, ref));
+    CHECK(dp.timing().buckets == 9);
+    CHECK(dp.timing().early_buckets == (world.size() > 1 ? 3 : 0));
+  }
 }
 
 TEST_CASE("dist: each epoch's shuffled order is dealt to the shards, every sample once") {

@@ -38,6 +38,7 @@ template <class T> struct Node {
   bool requires_grad = false;
   const void* tape = nullptr;  // owning tape; nullptr for parameters
   std::uint64_t gen = 0;       // tape generation the node was made in
+  std::uint64_t used_in = 0;   // parameters: the tape generation that last recorded a use (Tape::param_uses)
 
   Tensor<T>& ensure_grad() {
     if (!grad.defined() || !(grad.shape() == value.shape())) grad = Tensor<T>(value.shape());
@@ -124,9 +125,12 @@ template <class T> class Tape {
   Var<T> leaf(Tensor<T> value, bool requires_grad = true) { return make_node(std::move(value), requires_grad); }
 
   // Record an op's output. It requires grad when recording is on and any input does.
+  // An op lists every input whose gradient its closure touches: that is how
+  // the tape knows when a parameter's gradient is final (param_uses).
   template <class... V> Var<T> push(Tensor<T> value, const V&... inputs) {
     (check(inputs, "op input"), ...);
     const bool rg = grad_enabled_ && (false || ... || inputs.requires_grad());
+    if (rg) (note_param_use(inputs), ...);
     return make_node(std::move(value), rg);
   }
   Var<T> push_list(Tensor<T> value, const std::vector<Var<T>>& inputs) {
@@ -135,6 +139,8 @@ template <class T> class Tape {
       check(v, "op input");
       rg = rg || v.requires_grad();
     }
+    if (grad_enabled_ && rg)
+      for (auto& v : inputs) note_param_use(v);
     return make_node(std::move(value), grad_enabled_ && rg);
   }
 
@@ -179,6 +185,32 @@ template <class T> class Tape {
     destroy_closures();
     consumed_ = true;
   }
+  // backward(loss) that calls `after(i)` once before any closure runs (i = the
+  // number of closures) and again after each closure i has run: from then on
+  // every closure >= i is done, so a parameter whose first use in param_uses()
+  // is at or after i has its final gradient (dist/data_parallel.hpp sends such
+  // gradients to the other processes while the rest of backward still runs).
+  template <class After> void backward_observed(const Var<T>& loss, After&& after) {
+    check(loss, "backward");
+    MARROW_CHECK(loss.numel() == 1, "backward: loss has shape ", loss.shape().str(), "; it must be a scalar");
+    MARROW_CHECK(!consumed_, "backward: this tape's record was already used by an earlier backward(); "
+                             "call reset() and run the forward pass again");
+    MARROW_CHECK(loss.requires_grad(), "backward: output does not depend on anything that requires grad");
+    loss.grad().data()[0] += T(1);
+    after(closures_.size());
+    for (std::size_t i = closures_.size(); i-- > 0;) {
+      closures_[i].run(closures_[i].obj);
+      after(i);
+    }
+    destroy_closures();
+    consumed_ = true;
+  }
+
+  // Each parameter this record differentiates, with the number of closures
+  // recorded before its first use: every closure that adds to its gradient
+  // comes at or after that index. A parameter used by two interleaved tapes
+  // may appear more than once; its first entry is the earliest.
+  const std::vector<std::pair<const Node<T>*, std::size_t>>& param_uses() const { return param_uses_; }
 
   // Forget the record and release intermediate tensors; keep the capacity.
   void reset() {
@@ -189,6 +221,7 @@ template <class T> class Tape {
     }
     used_ = 0;
     consumed_ = false;
+    param_uses_.clear();
     id_gen_ = next_generation();
   }
 
@@ -234,6 +267,13 @@ template <class T> class Tape {
   // Unique across tapes of every element type and thread: a Var of one tape never validates on another.
   static std::uint64_t next_generation() { return detail::g_tape_generation.fetch_add(1, std::memory_order_relaxed) + 1; }
 
+  void note_param_use(const Var<T>& v) {
+    Node<T>* n = v.node();
+    if (v.tape() != nullptr || !n->requires_grad || n->used_in == id_gen_) return;
+    n->used_in = id_gen_;
+    param_uses_.emplace_back(n, closures_.size());
+  }
+
   Var<T> make_node(Tensor<T> value, bool requires_grad) {
     if (used_ == nodes_.size()) nodes_.push_back(std::make_unique<Node<T>>());
     Node<T>* n = nodes_[used_++].get();
@@ -272,6 +312,7 @@ template <class T> class Tape {
   std::vector<std::unique_ptr<Node<T>>> nodes_;
   std::size_t used_ = 0;
   std::vector<Closure> closures_;
+  std::vector<std::pair<const Node<T>*, std::size_t>> param_uses_;
   std::vector<Block> blocks_;
   std::size_t block_ = 0, offset_ = 0;
   std::uint64_t id_gen_;

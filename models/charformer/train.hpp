@@ -92,7 +92,7 @@ template <class T> class Trainer {
                                diagnose ? &probs : nullptr);
       std::vector<double> shard{double(loss.item())};  // the loss, then each layer's attention entropy
       check("loss", shard[0]);
-      tape.backward(loss);
+      dp->backward(tape, loss);
       for (auto& p : probs) shard.push_back(attention_entropy(p));
       return shard;
     });

@@ -123,7 +123,7 @@ template <class T = float> class Trainer {
       Var<T> d_real = model.d(td_, noisy(td_, td_.input(dist::batch_rows(real, b0, b1)), noise_std), y);
       Var<T> d_fake = model.d(td_, noisy(td_, td_.input(fakes_[std::size_t(i)].value()), noise_std), y);
       Var<T> ld = discriminator_loss(td_, d_real, d_fake, opt.loss, T(1.0 - opt.label_smoothing));
-      td_.backward(ld);
+      dp_d->backward(td_, ld);
       ++i;
       return std::vector<double>{double(ld.item()), mean_sigmoid(d_real.value()), mean_sigmoid(d_fake.value())};
     });
@@ -140,7 +140,7 @@ template <class T = float> class Trainer {
         Tape<T>& tg = tg_[std::size_t(i)];
         Var<T> lg = generator_loss(tg, model.d(tg, noisy(tg, fakes_[std::size_t(i)], noise_std), rows(labels, b0, b1)),
                                    opt.loss);
-        tg.backward(lg);
+        dp_g->backward(tg, lg);
         ++i;
         return double(lg.item());
       });

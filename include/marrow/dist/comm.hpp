@@ -125,54 +125,142 @@ class Comm {
   // data ← the sum of every rank's data, added in the fixed pairwise tree of
   // rank order ((r0 + r1) + (r2 + r3) ...), so every rank ends with the same
   // bits and they do not depend on which message arrived first. The world size
-  // must be a power of two.
+  // must be a power of two. Pieces of at most max_piece<T>() values go one
+  // after another (PendingSum, which does the work, takes one piece).
+  template <class T> void tree_sum(T* data, std::size_t n) const {
+    if (size_ == 1 || n == 0) return;
+    PendingSum<T> piece;
+    for (std::size_t off = 0; off < n; off += max_piece<T>()) {
+      piece.start(*this, data + off, std::min(max_piece<T>(), n - off));
+      piece.wait();
+    }
+  }
+
+  // The most values of T one PendingSum takes (messages stay under 2^31 bytes' int counts).
+  template <class T> std::size_t max_piece() const {
+    return std::max<std::size_t>(1, kChunk / sizeof(T) / std::size_t(size_)) * std::size_t(size_);
+  }
+
+  // A tree_sum of one piece that runs while the caller computes: start() it,
+  // call test() now and then (MPI moves a non-blocking collective along only
+  // inside MPI calls), wait() for the end. The same additions in the same
+  // order as the blocking tree_sum, so the same bits.
   //
   // A reduce-scatter then an all-gather, as a ring all-reduce moves its bytes:
   // rank r owns the r-th of N chunks, receives every rank's copy of it, adds
   // them up in the tree, and sends the sum to everyone. Each rank sends and
   // receives 2(N − 1)/N of the vector, however many ranks there are.
-  template <class T> void tree_sum(T* data, std::size_t n) const {
+  // Buffers are kept between uses: a PendingSum reused for the same sizes allocates nothing.
+  template <class T> class PendingSum {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "tree_sum: float or double");
-    if (size_ == 1 || n == 0) return;
+
+   public:
+    PendingSum() = default;
+    PendingSum(const PendingSum&) = delete;
+    PendingSum& operator=(const PendingSum&) = delete;
+    ~PendingSum() {
+      if (stage_ != kDone) wait();  // never leave MPI writing into freed memory
+    }
+
+    void start(const Comm& comm, T* data, std::size_t n) {
+      MARROW_CHECK(stage_ == kDone, "PendingSum: started again before the last sum finished");
+      if (comm.size() == 1 || n == 0) return;
 #ifdef MARROW_MPI
-    MARROW_CHECK(is_power_of_two(size_), "tree_sum: the number of processes (", size_,
-                 ") must be a power of two so that the pairwise tree is fixed");
-    const MPI_Datatype type = std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE;
-    const std::size_t N = std::size_t(size_), piece = std::max<std::size_t>(1, kChunk / sizeof(T) / N);
-    std::vector<int> counts(N), offsets(N), recv_counts(N), recv_offsets(N);
-    for (std::size_t off = 0; off < n; off += piece * N) {  // pieces of at most kChunk bytes in flight
-      const std::size_t m = std::min(piece * N, n - off);
-      T* part = data + off;
-      for (std::size_t r = 0; r < N; ++r) {  // chunk r: [m·r/N, m·(r+1)/N)
-        offsets[r] = int(m * r / N);
-        counts[r] = int(m * (r + 1) / N) - offsets[r];
+      MARROW_CHECK(is_power_of_two(comm.size()), "tree_sum: the number of processes (", comm.size(),
+                   ") must be a power of two so that the pairwise tree is fixed");
+      MARROW_CHECK(n <= comm.max_piece<T>(), "PendingSum: ", n, " values is more than one piece (",
+                   comm.max_piece<T>(), ")");
+      comm_ = comm.comm_;
+      gather_comm_ = comm.gather_comm_;
+      data_ = data;
+      const std::size_t N = std::size_t(comm.size());
+      counts_.resize(N), offsets_.resize(N), recv_counts_.resize(N), recv_offsets_.resize(N);
+      for (std::size_t r = 0; r < N; ++r) {  // chunk r: [n·r/N, n·(r+1)/N)
+        offsets_[r] = int(n * r / N);
+        counts_[r] = int(n * (r + 1) / N) - offsets_[r];
       }
-      const std::size_t me = std::size_t(rank_), mine = std::size_t(counts[me]);
-      if (scratch_.size() < N * mine * sizeof(T)) scratch_.resize(N * mine * sizeof(T));
-      T* copies = reinterpret_cast<T*>(scratch_.data());  // rank q's copy of my chunk at copies + q·mine
-      for (std::size_t q = 0; q < N; ++q) recv_counts[q] = int(mine), recv_offsets[q] = int(q * mine);
-      MPI_Alltoallv(part, counts.data(), offsets.data(), type, copies, recv_counts.data(), recv_offsets.data(), type,
-                    comm_);
+      me_ = std::size_t(comm.rank());
+      mine_ = std::size_t(counts_[me_]);
+      copies_.resize(N * mine_);  // rank q's copy of my chunk at q·mine
+      for (std::size_t q = 0; q < N; ++q) recv_counts_[q] = int(mine_), recv_offsets_[q] = int(q * mine_);
+      MPI_Ialltoallv(data_, counts_.data(), offsets_.data(), type(), copies_.data(), recv_counts_.data(),
+                     recv_offsets_.data(), type(), comm_, &request_);
+      stage_ = kScatter;
+#else
+      (void)data;
+#endif
+    }
+
+    // The reduce-scatter is still running (test() may move it to the all-gather).
+    bool scattering() const { return stage_ == kScatter; }
+
+    // True once the sum is in place (also when nothing was started). MPI
+    // matches collectives on a communicator by the order ranks start them: the
+    // all-gathers go on their own communicator, and several PendingSums in
+    // flight must be tested in the same order on every rank (ShardSum::progress).
+    bool test() {
+#ifdef MARROW_MPI
+      int flag = 0;
+      if (stage_ == kDone) return true;
+      MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
+      if (!flag) return false;
+      if (stage_ == kScatter) {
+        gather_my_chunk();
+        return false;
+      }
+      stage_ = kDone;
+#endif
+      return true;
+    }
+
+    void wait() {
+#ifdef MARROW_MPI
+      if (stage_ == kScatter) {
+        MPI_Wait(&request_, MPI_STATUS_IGNORE);
+        gather_my_chunk();
+      }
+      if (stage_ == kGather) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+      stage_ = kDone;
+#endif
+    }
+
+   private:
+    enum Stage { kDone, kScatter, kGather };
+    Stage stage_ = kDone;
+#ifdef MARROW_MPI
+    static MPI_Datatype type() { return std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE; }
+
+    // Every rank's copy of my chunk is here: sum them in the tree, then send the sum to all.
+    void gather_my_chunk() {
+      const std::size_t N = counts_.size();
+      T* copies = copies_.data();
       for (std::size_t width = 1; width < N; width *= 2)
         for (std::size_t q = 0; q + width < N; q += 2 * width) {
-          T* l = copies + q * mine;
-          const T* r = copies + (q + width) * mine;
-          for (std::size_t i = 0; i < mine; ++i) l[i] = l[i] + r[i];
+          T* l = copies + q * mine_;
+          const T* r = copies + (q + width) * mine_;
+          for (std::size_t i = 0; i < mine_; ++i) l[i] = l[i] + r[i];
         }
-      std::copy_n(copies, mine, part + offsets[me]);
-      MPI_Allgatherv(MPI_IN_PLACE, 0, type, part, counts.data(), offsets.data(), type, comm_);
+      std::copy_n(copies, mine_, data_ + offsets_[me_]);
+      MPI_Iallgatherv(MPI_IN_PLACE, 0, type(), data_, counts_.data(), offsets_.data(), type(), gather_comm_,
+                      &request_);
+      stage_ = kGather;
     }
-#else
-    (void)data;
+
+    MPI_Comm comm_ = MPI_COMM_SELF, gather_comm_ = MPI_COMM_SELF;
+    MPI_Request request_ = MPI_REQUEST_NULL;
+    T* data_ = nullptr;
+    std::size_t me_ = 0, mine_ = 0;
+    std::vector<int> counts_, offsets_, recv_counts_, recv_offsets_;
+    std::vector<T> copies_;
 #endif
-  }
+  };
 
  private:
   static constexpr std::size_t kChunk = std::size_t(1) << 24;  // bytes per message: int counts stay small
   int rank_ = 0, size_ = 1;
-  mutable std::vector<char> scratch_;
 #ifdef MARROW_MPI
   MPI_Comm comm_ = MPI_COMM_SELF;
+  MPI_Comm gather_comm_ = MPI_COMM_SELF;  // the all-gather half of tree sums (PendingSum)
 
   // MPI starts once per process, with the main thread the only one that calls
   // it, and ends at exit after every rank got there.
@@ -208,6 +296,7 @@ class Comm {
     c.comm_ = MPI_COMM_WORLD;
     MPI_Comm_rank(c.comm_, &c.rank_);
     MPI_Comm_size(c.comm_, &c.size_);
+    MPI_Comm_dup(c.comm_, &c.gather_comm_);
     return c;
   }
 #else

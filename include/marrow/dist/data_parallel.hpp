@@ -11,16 +11,23 @@
 //    and each rank replays their updates in shard order from the step's start.
 // With one shard (K = 1) none of this runs: a plain run keeps its usual bits.
 //
+// The gradient sum across processes starts while the last local shard's
+// backward still runs: dp.backward(tape, loss) instead of tape.backward(loss)
+// sends each bucket (shards.hpp) once the tape has run every closure that adds
+// to it, as PyTorch's DDP does, and keeps MPI moving between closures.
+//
 //   dist::DataParallel<float> dp(params, world, run.shards(), {.rngs = {&net.drop.rng}, .buffers = buffers<float>(net)});
 //   const double loss = dp.step(batch, [&](std::int64_t b0, std::int64_t b1) {
 //     tape.reset();
 //     Var<float> l = loss_of(samples b0..b1 of the batch);
-//     tape.backward(l);
+//     dp.backward(tape, l);
 //     return double(l.item());           // the shard's mean loss (or {loss, accuracy, ...})
 //   });                                  // params' gradients: the global batch's mean; loss: the mean over shards
 //   opt.step();
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <unordered_map>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -42,17 +49,21 @@ inline Rng shard_stream(const Rng& at_step_start, int shard) {
 template <class T> struct DataParallelOptions {
   std::vector<Rng*> rngs;                               // streams a shard's forward draws from (dropout)
   std::vector<std::pair<std::string, Tensor<T>*>> buffers;  // non-trained state sent from rank 0 at start
+  std::size_t bucket_values = ShardSum<T>::kBucketValues;    // gradient values per all-reduce bucket
 };
 
 template <class T> class DataParallel {
  public:
   DataParallel(ParamList<T> params, const Comm& comm, int shards, DataParallelOptions<T> options = {})
-      : params_(params), comm_(comm), grads_(std::move(params), comm, shards), o_(std::move(options)) {
+      : params_(params), comm_(comm), grads_(std::move(params), comm, shards, options.bucket_values), o_(std::move(options)) {
     // Ranks that built different models stop here with a message, not in a sum that never matches.
     std::string shapes;
     for (auto& p : params_) shapes += p.name + p.param->value().shape().str() + ";";
     for (auto& [name, b] : o_.buffers) shapes += name + b->shape().str() + ";";
     comm_.agree("parameter shapes", shapes);
+    for (std::size_t i = 0; i < params_.size(); ++i) index_of_[params_[i].param->node()] = i;
+    first_use_.resize(params_.size());
+    ready_at_.resize(grads_.buckets().size());
   }
 
   int shards() const { return grads_.shards(); }
@@ -80,8 +91,12 @@ template <class T> class DataParallel {
     std::vector<std::size_t> log_at;  // where each local shard's updates begin
     if (sharded) running_stats_log<T>() = &log;
     std::vector<std::vector<double>> stats;
+    overlapped_ = false;
+    hidden_ms_ = 0;
+    early_ = 0;
     try {
       for (int s = mine.begin; s < mine.end; ++s) {
+        last_shard_ = s == mine.end - 1;
         for (std::size_t i = 0; i < o_.rngs.size(); ++i)
           if (sharded) *o_.rngs[i] = shard_stream(starts[i], s);
         log_at.push_back(log.updates.size());
@@ -90,12 +105,14 @@ template <class T> class DataParallel {
           stats.push_back({shard(b0, b1)});
         else
           stats.push_back(shard(b0, b1));
-        grads_.add_shard();
+        if (!(last_shard_ && overlapped_)) grads_.add_shard();
       }
     } catch (...) {
       running_stats_log<T>() = nullptr;
+      last_shard_ = false;
       throw;
     }
+    last_shard_ = false;
     running_stats_log<T>() = nullptr;
     const auto t0 = std::chrono::steady_clock::now();
     grads_.finish();
@@ -107,13 +124,60 @@ template <class T> class DataParallel {
         o_.rngs[i]->next_u64();
       }
     }
-    timing_.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    timing_.hidden_ms = 0;
+    timing_.hidden_ms = hidden_ms_;
+    timing_.ms = hidden_ms_ + std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     timing_.processes = comm_.size();
+    timing_.buckets = int(grads_.buckets().size());
+    timing_.early_buckets = early_;
     if constexpr (std::is_same_v<R, double>)
       return mean[0];
     else
       return mean;
+  }
+
+  // A shard's backward. In the last local shard of a run over several
+  // processes, each bucket of the gradient starts its sum across ranks as
+  // soon as the closures still to run cannot change it (Tape::param_uses);
+  // elsewhere it is tape.backward(loss).
+  void backward(Tape<T>& tape, const Var<T>& loss) {
+    if (!last_shard_ || comm_.size() == 1) {
+      tape.backward(loss);
+      return;
+    }
+    // Where each parameter is first used on this tape; unused ones are final already.
+    constexpr std::size_t kUnused = std::numeric_limits<std::size_t>::max();
+    std::fill(first_use_.begin(), first_use_.end(), kUnused);
+    for (const auto& [node, at] : tape.param_uses()) {
+      auto it = index_of_.find(node);
+      if (it != index_of_.end()) first_use_[it->second] = std::min(first_use_[it->second], at);
+    }
+    // A bucket is final once the loop reaches the earliest first use among its parameters.
+    const auto& buckets = grads_.buckets();
+    const auto& offsets = grads_.offsets();
+    for (std::size_t b = 0; b < buckets.size(); ++b) {
+      std::size_t ready = kUnused;
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        if (offsets[i] < buckets[b].hi && offsets[i + 1] > buckets[b].lo) ready = std::min(ready, first_use_[i]);
+      ready_at_[b] = ready;
+    }
+    grads_.begin_last_shard();
+    overlapped_ = true;
+    bool in_flight = false;
+    auto since = std::chrono::steady_clock::now();
+    // Buckets start in their fixed order on every rank (MPI matches collectives by order).
+    tape.backward_observed(loss, [&](std::size_t done_from) {
+      while (grads_.started() < buckets.size() && ready_at_[grads_.started()] >= done_from) {
+        if (!in_flight) since = std::chrono::steady_clock::now(), in_flight = true;
+        grads_.start_next_bucket();
+        early_ += done_from > 0 ? 1 : 0;
+      }
+      if (in_flight && grads_.progress()) {
+        hidden_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+        in_flight = false;
+      }
+    });
+    if (in_flight)
+      hidden_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
   }
 
   // Rank 0's parameters and buffers on every rank (done before the first step,
@@ -173,6 +237,12 @@ template <class T> class DataParallel {
   DataParallelOptions<T> o_;
   bool synced_ = false;
   AllReduceTiming timing_;
+  // The bucketed overlap of the last local shard's backward (backward()).
+  bool last_shard_ = false, overlapped_ = false;
+  std::unordered_map<const void*, std::size_t> index_of_;  // parameter node -> index in params_
+  std::vector<std::size_t> first_use_, ready_at_;
+  double hidden_ms_ = 0;  // time this step's sums spent in flight while backward ran
+  int early_ = 0;
 };
 
 }  // namespace marrow::dist

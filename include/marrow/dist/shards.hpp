@@ -64,6 +64,7 @@ template <class T> Tensor<T> batch_rows(const Tensor<T>& batch, std::int64_t b0,
 struct AllReduceTiming {
   double ms = 0, hidden_ms = 0;
   int processes = 1;
+  int buckets = 0, early_buckets = 0;  // gradient buckets, and how many started before backward's last closure
 };
 
 // Checks a shard count against the world: a power of two that the world size divides.
@@ -83,17 +84,46 @@ inline ShardSpan local_shards(const Comm& comm, int shards) {
   return {comm.rank() * per, (comm.rank() + 1) * per};
 }
 
+// The K shard gradients of one step, summed in the fixed tree. The cross-rank
+// part goes in buckets: fixed ranges of kBucketValues values of the flattened
+// gradient (the parameters in list order), counted from its end, because
+// backward finishes the last parameters first. A bucket can start while the
+// last local shard's backward still runs (start_bucket, from
+// DataParallel::backward), or all start at finish().
 template <class T> class ShardSum {
  public:
-  ShardSum(ParamList<T> params, const Comm& comm, int shards)
+  static constexpr std::size_t kBucketValues = std::size_t(1) << 18;  // 1 MiB of floats, as DDP's first bucket
+
+  ShardSum(ParamList<T> params, const Comm& comm, int shards, std::size_t bucket_values = kBucketValues)
       : params_(std::move(params)), comm_(comm), shards_(shards), mine_(dist::local_shards(comm, shards)) {
-    for (auto& p : params_) numel_ += std::size_t(p.param->numel());
+    MARROW_CHECK(bucket_values > 0 && bucket_values <= comm.max_piece<T>(), "ShardSum: buckets of ", bucket_values,
+                 " values (1 to ", comm.max_piece<T>(), ")");
+    for (auto& p : params_) {
+      offsets_.push_back(numel_);
+      numel_ += std::size_t(p.param->numel());
+    }
+    offsets_.push_back(numel_);
+    for (std::size_t hi = numel_; hi > 0;) {
+      const std::size_t lo = hi > bucket_values ? hi - bucket_values : 0;
+      buckets_.push_back({lo, hi});
+      hi = lo;
+    }
+    pending_.resize(buckets_.size());
+    for (auto& p : pending_) p = std::make_unique<Comm::PendingSum<T>>();
   }
 
   int shards() const { return shards_; }
   int local_shards() const { return mine_.end - mine_.begin; }
   int first_shard() const { return mine_.begin; }
   int end_shard() const { return mine_.end; }
+
+  // Bucket b covers values [lo, hi) of the flattened gradient; bucket 0 is the last range.
+  struct Range {
+    std::size_t lo, hi;
+  };
+  const std::vector<Range>& buckets() const { return buckets_; }
+  // Where parameter i's values begin in the flattened gradient (offsets()[params] = the total).
+  const std::vector<std::size_t>& offsets() const { return offsets_; }
 
   // After a shard's backward: its gradients join the partial sums (a binary
   // counter: two sums of equal height merge, older on the left) and the
@@ -126,26 +156,80 @@ template <class T> class ShardSum {
     ++taken_;
   }
 
-  // Every local shard added: the tree's upper levels across ranks, the 1/K
-  // scale, and the result back in the parameters' gradients.
+  // The last local shard goes straight from the parameters' gradients into
+  // the buckets, one bucket at a time, as its backward makes them final.
+  void begin_last_shard() {
+    MARROW_CHECK(shards_ > 1 && taken_ == local_shards() - 1, "ShardSum: begin_last_shard before the last of ",
+                 local_shards(), " shards (", taken_, " added)");
+    last_in_params_ = true;
+    ++taken_;
+  }
+
+  // Bucket b's values are final on this rank: its local tree sum goes into
+  // the result buffer and its sum across ranks starts.
+  void start_bucket(std::size_t b) {
+    const Range r = buckets_[b];
+    std::vector<T>& out = result();
+    if (last_in_params_) {
+      // The merges add_shard would do for the last shard, on this range only:
+      // last, then each older partial on its left, the newest first.
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const std::size_t lo = std::max(r.lo, offsets_[i]), hi = std::min(r.hi, offsets_[i + 1]);
+        if (lo < hi) std::copy_n(params_[i].param->grad().data() + (lo - offsets_[i]), hi - lo, out.data() + lo);
+      }
+      for (std::size_t k = stack_.size(); k-- > 0;) {
+        const T* left = stack_[k].sum->data();
+        for (std::size_t j = r.lo; j < r.hi; ++j) out[j] = left[j] + out[j];
+      }
+    }
+    pending_[b]->start(comm_, out.data() + r.lo, r.hi - r.lo);
+  }
+  // Moves the started sums along; true when every started one is done. A
+  // bucket moves from its reduce-scatter to its all-gather only after every
+  // earlier bucket did, so all ranks start the all-gathers in bucket order.
+  bool progress() {
+    bool done = true;
+    for (auto& p : pending_)
+      if (!p->test()) {
+        done = false;
+        if (p->scattering()) break;
+      }
+    return done;
+  }
+
+  // Every local shard added (or the last one begun and its buckets started):
+  // the remaining buckets, the 1/K scale, and the result back in the
+  // parameters' gradients.
   void finish() {
     MARROW_CHECK(taken_ == local_shards(), "ShardSum: ", taken_, " of this rank's ", local_shards(), " shards added");
     taken_ = 0;
     if (shards_ == 1) return;
-    MARROW_CHECK(stack_.size() == 1, "ShardSum: the local shards did not form one pairwise tree");
-    std::vector<T>& sum = *stack_.back().sum;
-    stack_.clear();
-    comm_.tree_sum(sum.data(), numel_);
+    if (!last_in_params_) {
+      MARROW_CHECK(stack_.size() == 1, "ShardSum: the local shards did not form one pairwise tree");
+      result_ = stack_.back().sum;
+      stack_.clear();
+    }
+    for (std::size_t b = started_; b < buckets_.size(); ++b) start_bucket(b);
+    for (auto& p : pending_) p->wait();
     const T scale = T(1) / T(shards_);
-    const T* in = sum.data();
+    const T* in = result_->data();
     for (auto& p : params_) {
       Tensor<T>& g = p.param->grad();
       T* d = g.data();
       for (index_t i = 0; i < g.numel(); ++i) d[i] = in[i] * scale;
       in += g.numel();
     }
-    spare_.push_back(&sum);
+    for (auto& part : stack_) spare_.push_back(part.sum);
+    stack_.clear();
+    spare_.push_back(result_);
+    result_ = nullptr;
+    last_in_params_ = false;
+    started_ = 0;
   }
+
+  // Buckets started so far this step, in order: every rank starts them in the same order.
+  std::size_t started() const { return started_; }
+  void start_next_bucket() { start_bucket(started_++); }
 
  private:
   struct Partial {
@@ -162,13 +246,24 @@ template <class T> class ShardSum {
     spare_.pop_back();
     return *b;
   }
+  // Where the step's sum is built: the last shard's own buffer when it is summed bucket by bucket.
+  std::vector<T>& result() {
+    if (!result_) result_ = &free_buffer();
+    return *result_;
+  }
 
   ParamList<T> params_;
   const Comm& comm_;
   int shards_;
   ShardSpan mine_;
   std::size_t numel_ = 0;
+  std::vector<std::size_t> offsets_;
+  std::vector<Range> buckets_;
+  std::vector<std::unique_ptr<Comm::PendingSum<T>>> pending_;
   int taken_ = 0;
+  bool last_in_params_ = false;
+  std::size_t started_ = 0;
+  std::vector<T>* result_ = nullptr;
   std::vector<Partial> stack_;
   std::vector<std::unique_ptr<std::vector<T>>> buffers_;
   std::vector<std::vector<T>*> spare_;
