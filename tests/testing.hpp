@@ -4,6 +4,10 @@
 
 #include <marrow/marrow.hpp>
 
+#include <cmath>
+#include <cstring>
+#include <vector>
+
 namespace marrow::testing {
 
 // Random tensor whose entries stay at least `gap` away from zero (and from each
@@ -26,5 +30,48 @@ inline Var<double> project(Tape<double>& t, const Var<double>& y, std::uint64_t 
 
 // Assert a gradcheck result below tol, printing the worst entry on failure.
 #define MARROW_CHECK_GRAD(result, tol) CHECK_MESSAGE((result).max_rel_err < (tol), (result).worst)
+
+// A model's float loss and parameter gradients with its products on our GEMM
+// (kernels/sgemm.hpp) against the same on Eigen's. The two sum in different
+// orders, so they agree to rounding, not to the bit: the loss within rel_tol of
+// itself, each gradient within rel_tol·‖g‖ in norm. Where our kernel is built,
+// some bits must differ, or the products did not really run on two engines.
+template <class LossFn> void check_gemm_engines(const ParamList<float>& ps, LossFn&& loss_of, double rel_tol) {
+  struct Run {
+    double loss = 0;
+    std::vector<Tensor<float>> grads;
+  };
+  const auto run = [&](GemmEngine engine) {
+    KernelConfig c = kernel_config();
+    c.gemm_engine = engine;
+    const ScopedKernelConfig scope(c);
+    for (const auto& p : ps) p.param->grad().zero();
+    Tape<float> t;
+    const Var<float> loss = loss_of(t);
+    t.backward(loss);
+    Run r{double(loss.item()), {}};
+    for (const auto& p : ps) r.grads.push_back(p.param->grad().clone());
+    return r;
+  };
+  const Run ours = run(GemmEngine::Own), eigen = run(GemmEngine::Eigen);
+  CHECK(std::isfinite(ours.loss));
+  CHECK(std::abs(ours.loss - eigen.loss) <= rel_tol * std::abs(eigen.loss));
+  bool any_bit_differs = std::memcmp(&ours.loss, &eigen.loss, sizeof(double)) != 0;
+  double worst = 0;
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    CAPTURE(ps[i].name);
+    const auto a = ours.grads[i].arr().template cast<double>(), b = eigen.grads[i].arr().template cast<double>();
+    const double diff = std::sqrt((a - b).square().sum()), norm = std::sqrt(b.square().sum());
+    CHECK(diff <= rel_tol * norm);
+    if (norm > 0) worst = std::max(worst, diff / norm);
+    any_bit_differs |= std::memcmp(ours.grads[i].data(), eigen.grads[i].data(),
+                                   sizeof(float) * std::size_t(ours.grads[i].numel())) != 0;
+  }
+  MESSAGE("our GEMM vs Eigen's: loss ", ours.loss, " vs ", eigen.loss, ", worst gradient difference ", worst,
+          " of its norm");
+#ifdef MARROW_SGEMM_NATIVE
+  CHECK(any_bit_differs);
+#endif
+}
 
 }  // namespace marrow::testing

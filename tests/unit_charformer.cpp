@@ -300,3 +300,11 @@ TEST_CASE("charformer: full-split evaluation predicts every character once; stea
   tr.estimate_loss(tr.val_tokens);
   if (BufferPool::instance().enabled()) CHECK(BufferPool::instance().fresh_bytes() == warm);  // not under MARROW_NO_POOL
 }
+
+TEST_CASE("charformer: float loss and gradients on our GEMM agree with Eigen's") {
+  Rng rng(5);
+  const Config c{.vocab_size = 40, .block_size = 32, .n_layer = 2, .n_head = 4, .n_embd = 64, .dropout = 0.0, .bias = true};
+  GPT<float> m(c, rng);
+  const auto x = random_ids({4, 32}, 40, rng), y = random_ids({4, 32}, 40, rng);
+  testing::check_gemm_engines(parameters<float>(m), [&](Tape<float>& t) { return m.loss(t, x, y); }, 1e-4);
+}

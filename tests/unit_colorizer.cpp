@@ -299,3 +299,13 @@ TEST_CASE("colorizer data: batches gather L/100 and ab/110, flips mirror, target
   CHECK(s.soft.idx.shape() == Shape{2, 5, 2, 2});
   CHECK(s.soft.pixel_weight.shape() == Shape{2, 2, 2});
 }
+
+TEST_CASE("colorizer: float loss and gradients on our GEMM agree with Eigen's (the peer network, 32x32)") {
+  Rng rng(9);
+  Colorizer<float> net(peer_config(32), rng);
+  const Tensor<float> L = uniform<float>({2, 1, 32, 32}, rng);
+  const ColorBatch<float> b{L, randn<float>({2, 2, 32, 32}, rng, 0.0f, 0.3f), {}, {}};
+  testing::check_gemm_engines(parameters<float>(net), [&](Tape<float>& t) {
+    return colorizer_loss(t, net, net(t, t.input(L)), b, LossOptions{}).total;
+  }, 1e-4);
+}

@@ -455,3 +455,13 @@ TEST_CASE("gan metrics: classify runs the classifier in eval mode, in batches") 
   CHECK(r.fid == doctest::Approx(0).epsilon(1e-6));
   CHECK(r.histogram.size() == 10);
 }
+
+TEST_CASE("dcgan: float D loss and gradients of G and D on our GEMM agree with Eigen's") {
+  Rng rng(8);
+  DcganConfig c;  // the MNIST shape: 28x28, widths 64
+  Dcgan<float> m(c, rng);
+  const Tensor<float> z = randn<float>({4, index_t(c.z_dim)}, rng), real = uniform<float>({4, 1, 28, 28}, rng, -1.0f, 1.0f);
+  testing::check_gemm_engines(parameters<float>(m), [&](Tape<float>& t) {
+    return discriminator_loss(t, m.d(t, t.input(real)), m.d(t, m.g(t, t.input(z))), GanLoss::NonSaturating, 1.0f);
+  }, 1e-4);
+}

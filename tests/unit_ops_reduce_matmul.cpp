@@ -137,7 +137,13 @@ TEST_CASE("kernels: gemm gives the same bits on one thread and on two, split eit
     CAPTURE(s.m);
     CAPTURE(s.n);
     CAPTURE(s.k);
-    check_gemm_bits<float>(s.m, s.n, s.k);
+    for (GemmEngine engine : {GemmEngine::Own, GemmEngine::Eigen}) {  // float: our kernel and Eigen's
+      CAPTURE(int(engine));
+      KernelConfig c = kernel_config();
+      c.gemm_engine = engine;
+      const ScopedKernelConfig scope(c);
+      check_gemm_bits<float>(s.m, s.n, s.k);
+    }
     check_gemm_bits<double>(s.m, s.n, s.k);
   }
 }

@@ -212,3 +212,14 @@ TEST_CASE("ppo: the environments' state survives save_envs and load_envs") {
   Rollout<rl::Pendulum> other(3, 150, 2);
   CHECK_THROWS_WITH_AS(other.load_envs(saved), doctest::Contains("--num-envs"), Error);
 }
+
+TEST_CASE("ppo: float loss and gradients on our GEMM agree with Eigen's (64 hidden, Pendulum)") {
+  Rng rng(10);
+  Args args;
+  Agent<float> agent({rl::Pendulum::obs_dim, rl::Pendulum::act_dim, false}, args, rng);
+  const int M = 64;
+  const Minibatch<float> mb{randn<float>({M, rl::Pendulum::obs_dim}, rng), randn<float>({M, rl::Pendulum::act_dim}, rng),
+                            randn<float>({M}, rng), randn<float>({M}, rng), randn<float>({M}, rng), randn<float>({M}, rng)};
+  testing::check_gemm_engines(parameters<float>(agent), [&](Tape<float>& t) { return ppo_loss(t, agent, mb, args, 0.2).total; },
+                              1e-4);
+}

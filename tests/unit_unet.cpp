@@ -418,3 +418,14 @@ TEST_CASE("unet: a checkpoint keeps the config and the chosen threshold; older o
   CHECK_THROWS_WITH(load_trained<float>(dir + "/bare.safetensors"), doctest::Contains("has no model config"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("unet: float loss and gradients on our GEMM agree with Eigen's") {
+  Rng rng(6);
+  Config c;
+  c.width = 8, c.depth = 3, c.dropout = 0;
+  UNet<float> net(c, rng);
+  const Tensor<float> x = randn<float>({2, 1, 32, 32}, rng), w = randn<float>({2, 2, 32, 32}, rng);
+  testing::check_gemm_engines(parameters<float>(net), [&](Tape<float>& t) {
+    return sum(t, mul(t, net(t, t.input(x)), t.input(w)));
+  }, 1e-4);
+}

@@ -25,6 +25,12 @@
 // stays in the same register block, so each entry is summed in the same order
 // as in the whole product: the result is bitwise the same on any number of
 // threads (tests/unit_ops_reduce_matmul.cpp checks it).
+//
+// Float products run on our own kernel instead (kernels/sgemm.hpp) wherever the
+// build targets AVX-512 or AVX2+FMA, unless kernel_config().gemm_engine says
+// Eigen: 1.3x Eigen's speed on the models' shapes, the same thread rules (split
+// only at the top level, above gemm_parallel_min) and the same promise of equal
+// bits on any thread count. double (the gradient checks) stays on Eigen.
 #include <Eigen/Core>
 #include <algorithm>
 #include <type_traits>
@@ -34,6 +40,7 @@
 
 #include "../shape.hpp"
 #include "config.hpp"
+#include "sgemm.hpp"
 
 namespace marrow::detail {
 
@@ -108,8 +115,26 @@ inline int gemm_team() {
 #endif
 }
 
+// Whether this float product runs on our kernel.
+inline bool gemm_on_sgemm() {
+#ifdef MARROW_SGEMM_NATIVE
+  return kernel_config().gemm_engine == GemmEngine::Own;
+#else
+  return false;
+#endif
+}
+
+// A view's form for sgemm: a row-major view is op = N with its outer stride as the
+// leading dimension; a column-major one (a transposed row-major matrix) is op = T.
+template <class X> constexpr Trans gemm_trans() { return X::IsRowMajor ? Trans::N : Trans::T; }
+
 template <bool Add, class T, class A, class B>
 void gemm_into(DstView<T> dst, const A& a, const B& b, T alpha) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_on_sgemm())
+      return sgemm(gemm_trans<A>(), gemm_trans<B>(), dst.rows(), dst.cols(), a.cols(), alpha, a.data(), a.outerStride(),
+                   b.data(), b.outerStride(), Add ? 1.0f : 0.0f, dst.data(), dst.outerStride());
+  }
   const index_t rows = dst.rows(), cols = dst.cols(), depth = a.cols(), ld = dst.outerStride();
   const int team = gemm_team();
   // Eigen's register blocks for a row-major destination: nr destination rows by mr columns.
@@ -162,6 +187,27 @@ void gemm(Dst&& dst, const A& a, const B& b, typename std::decay_t<Dst>::Scalar 
 template <class Dst, class A, class B>
 void gemm_add(Dst&& dst, const A& a, const B& b, typename std::decay_t<Dst>::Scalar alpha = 1) {
   gemm_into<true>(dst_view(dst), strided_view(a), strided_view(b), alpha);
+}
+
+// dst = a·b + bias, one bias value per column of dst (a linear layer's y = x·Wᵀ + b):
+// on our kernel the bias is added as each tile is stored, with no second pass.
+template <class Dst, class A, class B>
+void gemm_bias(Dst&& dst, const A& a, const B& b, const typename std::decay_t<Dst>::Scalar* bias) {
+  using T = typename std::decay_t<Dst>::Scalar;
+  auto d = dst_view(dst);
+  const auto av = strided_view(a);
+  const auto bv = strided_view(b);
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_on_sgemm()) {
+      GemmEpilogue ep;
+      ep.bias = bias;
+      ep.bias_kind = GemmBias::PerCol;
+      return sgemm(gemm_trans<decltype(av)>(), gemm_trans<decltype(bv)>(), d.rows(), d.cols(), av.cols(), 1.0f,
+                   av.data(), av.outerStride(), bv.data(), bv.outerStride(), 0.0f, d.data(), d.outerStride(), ep);
+    }
+  }
+  gemm_into<false>(d, av, bv, T(1));
+  d.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, d.cols());
 }
 
 }  // namespace marrow::detail

@@ -25,6 +25,7 @@
 #include <omp.h>
 #endif
 
+#include "config.hpp"
 #include "sgemm_avx2.hpp"
 #include "sgemm_avx512.hpp"
 #include "sgemm_tile.hpp"
@@ -257,12 +258,13 @@ void sgemm_serial(const SgemmPlan& pl, Trans ta, Trans tb, index_t m, index_t n,
   }
 }
 
-// Multiply-adds from which a product made at the top level is split over the team.
+// Multiply-adds from which a product made at the top level is split over the team:
+// kernel_config().gemm_parallel_min, the same crossover as Eigen's products had.
 // `sgemm_bench --threads` on the idle machine, µs on 1 thread vs 2: 64³ (262k)
 // 3.3 vs 4.0, 80³ (512k) 7.1 vs 6.6, the colorizer's 64×64×128 (524k) 6.2 vs 6.2,
 // 128³ 22 vs 16, the GPT's linear products 1.6-1.9x. Below ~0.5M a second thread
 // loses (its wake-up costs ~2.5 µs).
-inline double sgemm_parallel_min = 1 << 19;
+inline double sgemm_parallel_min() { return kernel_config().gemm_parallel_min; }
 
 // How many threads a product may use: the team's, outside every parallel region.
 inline int sgemm_team() {
@@ -274,14 +276,14 @@ inline int sgemm_team() {
 }
 
 // threads: 0 lets the product decide (the team's threads at the top level, above
-// sgemm_parallel_min multiply-adds); otherwise the number of pieces to cut C into.
+// sgemm_parallel_min() multiply-adds); otherwise the number of pieces to cut C into.
 template <class Arch>
 void sgemm_with(Trans ta, Trans tb, index_t m, index_t n, index_t k, float alpha, const float* a, index_t lda,
                 const float* b, index_t ldb, float beta, float* c, index_t ldc, const GemmEpilogue& ep = {},
                 int threads = 0) {
   constexpr int MR = Arch::MR, NR = Arch::NR;
   if (threads <= 0)
-    threads = double(m) * double(n) * double(k) >= sgemm_parallel_min ? sgemm_team() : 1;
+    threads = double(m) * double(n) * double(k) >= sgemm_parallel_min() ? sgemm_team() : 1;
   // Rows when every thread gets a few panels of them, else the longer side.
   const bool by_rows = m / MR >= 2 * threads || m / MR >= n / NR;
   const index_t blocks = by_rows ? (m + MR - 1) / MR : (n + NR - 1) / NR;
@@ -323,7 +325,7 @@ void sgemm_batched_with(Trans ta, Trans tb, index_t m, index_t n, index_t k, flo
                         index_t ldc, index_t stride_c, index_t count, const GemmEpilogue& ep = {}, int threads = 0) {
   if (count == 1) return sgemm_with<Arch>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep, threads);
   if (threads <= 0)
-    threads = double(m) * double(n) * double(k) * double(count) >= sgemm_parallel_min ? sgemm_team() : 1;
+    threads = double(m) * double(n) * double(k) * double(count) >= sgemm_parallel_min() ? sgemm_team() : 1;
   threads = int(std::min<index_t>(threads, count));
   const SgemmPlan pl = sgemm_plan<Arch>(ta, tb, m, n, k);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)

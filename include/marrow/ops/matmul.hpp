@@ -110,8 +110,11 @@ template <class T> Var<T> linear(Tape<T>& t, const Arg<T>& x, const Arg<T>& weig
   os[os.rank() - 1] = outf;
   Tensor<T> out = Tensor<T>::uninitialized(os);
   MatView<T> Y(out.data(), rows, outf);
-  gemm(Y, CMatView<T>(x.value().data(), rows, in), CMatView<T>(weight.value().data(), outf, in).transpose());
-  if (has_bias) Y.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias.value().data(), outf);
+  if (has_bias)
+    gemm_bias(Y, CMatView<T>(x.value().data(), rows, in), CMatView<T>(weight.value().data(), outf, in).transpose(),
+              bias.value().data());
+  else
+    gemm(Y, CMatView<T>(x.value().data(), rows, in), CMatView<T>(weight.value().data(), outf, in).transpose());
   Var<T> res = has_bias ? t.push(std::move(out), x, weight, bias) : t.push(std::move(out), x, weight);
   t.on_backward(res, [x, weight, bias, res, rows, in, outf, has_bias] {
     CMatView<T> G(res.grad().data(), rows, outf);
