@@ -1,11 +1,13 @@
 // The GEMM table: our fp32 kernel (kernels/sgemm.hpp) against Eigen through the
 // library's gemm() (kernels/gemm.hpp) on squares and on the products the models
 // run, in GFLOP/s and % of the machine's measured FMA peak (../shared/bench/fma_peak.cpp;
-// 420 GFLOP/s fp32 on the 2-core AMD EPYC). bench/gemm_table.py adds PyTorch's
-// `a @ b` beside them and is what to run:
+// 420 GFLOP/s fp32 on the 2-core AMD EPYC); and our bf16 kernel (kernels/sgemm_bf16.hpp,
+// where the CPU has AVX512-BF16) on the same products, in GFLOP/s, % of the VDPBF16PS
+// peak (845 GFLOP/s there) and its ratio to our fp32, on the team's threads and on
+// one. bench/gemm_table.py adds PyTorch's `a @ b` beside them and is what to run:
 //   g++ -std=c++20 -O3 -march=native -fopenmp -DNDEBUG -isystem /usr/include/eigen3 -Iinclude \
 //       bench/sgemm_bench.cpp -o build/sgemm_bench
-//   OMP_NUM_THREADS=2 build/sgemm_bench [--reps N] [--peak GFLOPS] [--json]
+//   OMP_NUM_THREADS=2 build/sgemm_bench [--reps N] [--peak GFLOPS] [--peak-bf16 GFLOPS] [--json]
 //   OMP_NUM_THREADS=2 build/sgemm_bench --threads   (1 thread against 2: where a second pays)
 // Each figure is the fastest of reps samples of ≥ 20 ms: on a shared machine the
 // slower samples measure the other processes.
@@ -21,6 +23,7 @@
 
 #include <marrow/kernels/gemm.hpp>
 #include <marrow/kernels/sgemm.hpp>
+#include <marrow/kernels/sgemm_bf16.hpp>
 
 using namespace marrow;
 using namespace marrow::detail;
@@ -101,6 +104,12 @@ void ours(const Case& cs, Operands& o, int threads) {
                 o.a.data(), o.lda, o.sa, o.b.data(), o.ldb, o.sb, 0.0f, o.c.data(), cs.n, o.sc, cs.count, {}, threads);
 }
 
+void ours_bf16(const Case& cs, Operands& o, int threads) {
+  sgemm_bf16_batched(cs.ta == 'N' ? Trans::N : Trans::T, cs.tb == 'N' ? Trans::N : Trans::T, cs.m, cs.n, cs.k, 1.0f,
+                     o.a.data(), o.lda, o.sa, o.b.data(), o.ldb, o.sb, 0.0f, o.c.data(), cs.n, o.sc, cs.count, {},
+                     threads);
+}
+
 // Eigen through gemm(), as the ops call it; a batch as the ops run one (attention
 // and matmul loop over heads in an OpenMP loop, each product on one thread).
 void eigen(const Case& cs, Operands& o) {
@@ -122,15 +131,16 @@ void eigen(const Case& cs, Operands& o) {
 
 int main(int argc, char** argv) {
   int reps = 10;
-  double peak = 420;
+  double peak = 420, peak_bf16 = 845;
   bool json = false, threads_mode = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--peak") && i + 1 < argc) peak = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--peak-bf16") && i + 1 < argc) peak_bf16 = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--json")) json = true;
     else if (!std::strcmp(argv[i], "--threads")) threads_mode = true;
     else {
-      std::fprintf(stderr, "usage: %s [--reps N] [--peak GFLOPS] [--json] [--threads]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--reps N] [--peak GFLOPS] [--peak-bf16 GFLOPS] [--json] [--threads]\n", argv[0]);
       return 2;
     }
   }
@@ -158,26 +168,38 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  if (!json)
-    std::printf("kernel %s, %d threads, %% of %.0f GFLOP/s\n%-26s %4s %5s %5s %5s %4s %16s %16s %16s\n", kernel,
+  const bool bf16 = bf16_gemm_supported();
+  if (!json) {
+    std::printf("kernel %s, %d threads, %% of %.0f GFLOP/s\n%-26s %4s %5s %5s %5s %4s %16s %16s %16s", kernel,
                 omp_get_max_threads(), peak, "product", "form", "M", "N", "K", "batch", "ours", "ours 1 thread",
                 "eigen gemm()");
+    if (bf16) std::printf(" | bf16 (%% of %.0f): %16s %5s %16s %5s", peak_bf16, "ours", "x32", "1 thread", "x32");
+    else std::printf(" | bf16: this CPU has no AVX512-BF16");
+    std::printf("\n");
+  }
   for (const Case& c : cases()) {
     Operands o = make(c);
     const double flops = 2.0 * double(c.m) * c.n * c.k * c.count;
     const double t_ours = best_time(reps, [&] { ours(c, o, 0); });
     const double t_one = best_time(reps, [&] { ours(c, o, 1); });
     const double t_eigen = best_time(reps, [&] { eigen(c, o); });
-    auto g = [&](double t) { return flops / t / 1e9; };
+    const double t_bf = bf16 ? best_time(reps, [&] { ours_bf16(c, o, 0); }) : 0;
+    const double t_bf1 = bf16 ? best_time(reps, [&] { ours_bf16(c, o, 1); }) : 0;
+    auto g = [&](double t) { return t > 0 ? flops / t / 1e9 : 0.0; };
     if (json)
       std::printf("{\"what\": \"%s\", \"ta\": \"%c\", \"tb\": \"%c\", \"m\": %ld, \"n\": %ld, \"k\": %ld, \"count\": %ld, "
-                  "\"ours\": %.2f, \"ours_1t\": %.2f, \"eigen\": %.2f}\n",
+                  "\"ours\": %.2f, \"ours_1t\": %.2f, \"eigen\": %.2f, \"bf16\": %.2f, \"bf16_1t\": %.2f}\n",
                   c.what.c_str(), c.ta, c.tb, long(c.m), long(c.n), long(c.k), long(c.count), g(t_ours), g(t_one),
-                  g(t_eigen));
-    else
-      std::printf("%-26s   %c%c %5ld %5ld %5ld %4ld %7.1f (%3.0f%%) %7.1f (%3.0f%%) %7.1f (%3.0f%%)\n", c.what.c_str(), c.ta,
+                  g(t_eigen), g(t_bf), g(t_bf1));
+    else {
+      std::printf("%-26s   %c%c %5ld %5ld %5ld %4ld %7.1f (%3.0f%%) %7.1f (%3.0f%%) %7.1f (%3.0f%%)", c.what.c_str(), c.ta,
                   c.tb, long(c.m), long(c.n), long(c.k), long(c.count), g(t_ours), 100 * g(t_ours) / peak, g(t_one),
                   100 * g(t_one) / peak, g(t_eigen), 100 * g(t_eigen) / peak);
+      if (bf16)
+        std::printf(" |                %7.1f (%3.0f%%) %5.2f %7.1f (%3.0f%%) %5.2f", g(t_bf), 100 * g(t_bf) / peak_bf16,
+                    g(t_bf) / g(t_ours), g(t_bf1), 100 * g(t_bf1) / peak_bf16, g(t_bf1) / g(t_one));
+      std::printf("\n");
+    }
     std::fflush(stdout);
   }
 }

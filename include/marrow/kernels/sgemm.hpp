@@ -275,21 +275,20 @@ inline int sgemm_team() {
 #endif
 }
 
-// threads: 0 lets the product decide (the team's threads at the top level, above
-// sgemm_parallel_min() multiply-adds); otherwise the number of pieces to cut C into.
-template <class Arch>
-void sgemm_with(Trans ta, Trans tb, index_t m, index_t n, index_t k, float alpha, const float* a, index_t lda,
-                const float* b, index_t ldb, float beta, float* c, index_t ldc, const GemmEpilogue& ep = {},
-                int threads = 0) {
-  constexpr int MR = Arch::MR, NR = Arch::NR;
+// Cuts C into `threads` pieces of whole MR-row or NR-column blocks (threads 0: the
+// team's threads at the top level, above sgemm_parallel_min() multiply-adds) and runs
+// part(m, n, a, b, c, ep) for each piece on its own thread, the operands, C and
+// the bias offset to the piece. Every GEMM of ours (fp32 and bf16) splits so.
+template <int MR, int NR, class Part>
+void sgemm_split(Trans ta, Trans tb, index_t m, index_t n, index_t k, const float* a, index_t lda, const float* b,
+                 index_t ldb, float* c, index_t ldc, const GemmEpilogue& ep, int threads, const Part& part) {
   if (threads <= 0)
     threads = double(m) * double(n) * double(k) >= sgemm_parallel_min() ? sgemm_team() : 1;
   // Rows when every thread gets a few panels of them, else the longer side.
   const bool by_rows = m / MR >= 2 * threads || m / MR >= n / NR;
   const index_t blocks = by_rows ? (m + MR - 1) / MR : (n + NR - 1) / NR;
   threads = int(std::min<index_t>(threads, blocks));
-  if (threads <= 1) return sgemm_serial<Arch>(sgemm_plan<Arch>(ta, tb, m, n, k), ta, tb, m, n, k, alpha, a, lda, b, ldb,
-                                              beta, c, ldc, ep);
+  if (threads <= 1) return part(m, n, a, b, c, ep);
 #pragma omp parallel num_threads(threads)
   {
     int nt = 1, t = 0;
@@ -303,18 +302,28 @@ void sgemm_with(Trans ta, Trans tb, index_t m, index_t n, index_t k, float alpha
       const index_t r0 = b0 * MR, r1 = std::min(m, b1 * MR);
       if (ep.bias_kind == GemmBias::PerRow) pe.bias = ep.bias + r0;
       const float* pa = ta == Trans::N ? a + r0 * lda : a + r0;
-      if (r1 > r0)
-        sgemm_serial<Arch>(sgemm_plan<Arch>(ta, tb, r1 - r0, n, k), ta, tb, r1 - r0, n, k, alpha, pa, lda, b, ldb, beta,
-                           c + r0 * ldc, ldc, pe);
+      if (r1 > r0) part(r1 - r0, n, pa, b, c + r0 * ldc, pe);
     } else {
       const index_t c0 = b0 * NR, c1 = std::min(n, b1 * NR);
       if (ep.bias_kind == GemmBias::PerCol) pe.bias = ep.bias + c0;
       const float* pb = tb == Trans::N ? b + c0 : b + c0 * ldb;
-      if (c1 > c0)
-        sgemm_serial<Arch>(sgemm_plan<Arch>(ta, tb, m, c1 - c0, k), ta, tb, m, c1 - c0, k, alpha, a, lda, pb, ldb, beta,
-                           c + c0, ldc, pe);
+      if (c1 > c0) part(m, c1 - c0, a, pb, c + c0, pe);
     }
   }
+}
+
+// threads: 0 lets the product decide (the team's threads at the top level, above
+// sgemm_parallel_min() multiply-adds); otherwise the number of pieces to cut C into.
+template <class Arch>
+void sgemm_with(Trans ta, Trans tb, index_t m, index_t n, index_t k, float alpha, const float* a, index_t lda,
+                const float* b, index_t ldb, float beta, float* c, index_t ldc, const GemmEpilogue& ep = {},
+                int threads = 0) {
+  sgemm_split<Arch::MR, Arch::NR>(
+      ta, tb, m, n, k, a, lda, b, ldb, c, ldc, ep, threads,
+      [&](index_t pm, index_t pn, const float* pa, const float* pb, float* pc, const GemmEpilogue& pe) {
+        sgemm_serial<Arch>(sgemm_plan<Arch>(ta, tb, pm, pn, k), ta, tb, pm, pn, k, alpha, pa, lda, pb, ldb, beta, pc,
+                           ldc, pe);
+      });
 }
 
 // Many products of one shape, operand i at a + i·stride_a (b, c likewise). Each

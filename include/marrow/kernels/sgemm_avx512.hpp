@@ -40,46 +40,25 @@ MARROW_TARGET_AVX512 inline __mmask16 lane_mask(int n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
-// C[0..m) × [0..n) of the tile (op) = the product of A's MR rows and B's 16·NV
-// columns over kc steps. A's entry (r, k) lies at a[k·lda + r] when AK (packed
-// panels, lda = MR, or a transposed A read in place) and at a[r·lda + k]
-// otherwise; all MR rows must be readable (sgemm.hpp packs a ragged last panel).
-// B's row k starts at b + k·ldb; BMask: only the first n columns may be read (B
-// read in place at a ragged edge), else all 16·NV are (packed, zero-padded).
-template <int MR, int NV, bool AK, bool BMask>
-MARROW_TARGET_AVX512 void tile(index_t kc, const float* __restrict a, index_t lda, const float* __restrict b, index_t ldb,
-                               float* __restrict c, index_t ldc, int m, int n, const TileStore& st) {
-  __m512 acc[MR][NV];
-#pragma GCC unroll 32
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  __mmask16 mask[NV];
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) mask[v] = lane_mask(n - 16 * v);
-
-  // C's tile is only touched after the whole k loop; fetching it now hides the
-  // misses (its rows lie ldc apart, which no hardware prefetcher follows).
+// C's tile is only touched after the whole k loop; fetching it before the loop
+// hides the misses (its rows lie ldc apart, which no hardware prefetcher follows).
+template <int MR, int NV>
+MARROW_TARGET_AVX512 __attribute__((always_inline)) inline void prefetch_tile(const float* c, index_t ldc,
+                                                                              const TileStore& st) {
   if (!st.first || st.beta != 0.0f)
 #pragma GCC unroll 32
     for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * v), _MM_HINT_T0);
+}
 
-  for (index_t k = 0; k < kc; ++k) {
-    __m512 bv[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = BMask ? _mm512_maskz_loadu_ps(mask[v], b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
-#pragma GCC unroll 32
-    for (int r = 0; r < MR; ++r) {
-      const __m512 av = _mm512_set1_ps(AK ? a[r] : a[r * lda]);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
-    }
-    a += AK ? lda : 1;
-    b += ldb;
-  }
-
+// Stores rows [0, m) of an MR × 16·NV tile of sums (columns where mask[v] is set)
+// into C through the epilogue (TileStore): every AVX-512 kernel's store, the fp32
+// one below and the bf16 one (sgemm_bf16.hpp) alike.
+template <int MR, int NV>
+MARROW_TARGET_AVX512 __attribute__((always_inline)) inline void store_tile(const __m512 (&acc)[MR][NV],
+                                                                           const __mmask16 (&mask)[NV], float* c,
+                                                                           index_t ldc, int m, const TileStore& st) {
   const __m512 alpha = _mm512_set1_ps(st.alpha), beta = _mm512_set1_ps(st.beta);
   const bool read_c = !st.first || st.beta != 0.0f;
 #pragma GCC unroll 32
@@ -105,6 +84,43 @@ MARROW_TARGET_AVX512 void tile(index_t kc, const float* __restrict a, index_t ld
       _mm512_mask_storeu_ps(cr + 16 * v, k, x);
     }
   }
+}
+
+// C[0..m) × [0..n) of the tile (op) = the product of A's MR rows and B's 16·NV
+// columns over kc steps. A's entry (r, k) lies at a[k·lda + r] when AK (packed
+// panels, lda = MR, or a transposed A read in place) and at a[r·lda + k]
+// otherwise; all MR rows must be readable (sgemm.hpp packs a ragged last panel).
+// B's row k starts at b + k·ldb; BMask: only the first n columns may be read (B
+// read in place at a ragged edge), else all 16·NV are (packed, zero-padded).
+template <int MR, int NV, bool AK, bool BMask>
+MARROW_TARGET_AVX512 void tile(index_t kc, const float* __restrict a, index_t lda, const float* __restrict b, index_t ldb,
+                               float* __restrict c, index_t ldc, int m, int n, const TileStore& st) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 32
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  __mmask16 mask[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) mask[v] = lane_mask(n - 16 * v);
+
+  prefetch_tile<MR, NV>(c, ldc, st);
+
+  for (index_t k = 0; k < kc; ++k) {
+    __m512 bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = BMask ? _mm512_maskz_loadu_ps(mask[v], b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+#pragma GCC unroll 32
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(AK ? a[r] : a[r * lda]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+    a += AK ? lda : 1;
+    b += ldb;
+  }
+
+  store_tile<MR, NV>(acc, mask, c, ldc, m, st);
 }
 
 }  // namespace marrow::detail::avx512
