@@ -1,11 +1,67 @@
 #include <marrow/ops/attention.hpp>
 
+#include <cstring>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "testing.hpp"
 
 using namespace marrow;
 using marrow::testing::project;
 
 namespace {
+// Forces one of the op's two kernels for the life of the object. The tiled one gets
+// small tiles (bq query rows × bk keys) so that tests of a few dozen positions cross
+// many tile edges, none of them aligned with T.
+struct AttnPath {
+  ScopedKernelConfig scope;
+  static KernelConfig make(bool tiled, index_t bq, index_t bk) {
+    KernelConfig c = kernel_config();
+    c.attn_flash_min_keys = tiled ? 0 : index_t(1) << 40;
+    c.attn_block_q = bq;
+    c.attn_block_k = bk;
+    return c;
+  }
+  explicit AttnPath(bool tiled, index_t bq = 4, index_t bk = 3) : scope(make(tiled, bq, bk)) {}
+};
+
+// Row entropies −Σ p·log p of softmax(scale·Q·Kᵀ + mask), in double, the long way.
+Tensor<double> naive_entropy(const Tensor<double>& q, const Tensor<double>& k, bool causal, double scale) {
+  const index_t BH = q.dim(0) * q.dim(1), Tq = q.dim(2), Tk = k.dim(2), D = q.dim(3);
+  Tensor<double> e({q.dim(0), q.dim(1), Tq});
+  for (index_t bh = 0; bh < BH; ++bh)
+    for (index_t i = 0; i < Tq; ++i) {
+      const index_t lim = causal ? i + Tk - Tq + 1 : Tk;
+      std::vector<double> s(static_cast<std::size_t>(lim));
+      for (index_t j = 0; j < lim; ++j) {
+        double d = 0;
+        for (index_t c = 0; c < D; ++c) d += q[(bh * Tq + i) * D + c] * k[(bh * Tk + j) * D + c];
+        s[std::size_t(j)] = scale * d;
+      }
+      const double m = *std::max_element(s.begin(), s.end());
+      double z = 0;
+      for (double x : s) z += std::exp(x - m);
+      double h = 0;
+      for (double x : s) {
+        const double p = std::exp(x - m) / z;
+        if (p > 0) h -= p * std::log(p);
+      }
+      e[bh * Tq + i] = h;
+    }
+  return e;
+}
+
+// max |a − b| / max |b|: the error relative to the tensor's scale.
+template <class T> double rel_err(const Tensor<T>& a, const Tensor<T>& b) {
+  double num = 0, den = 0;
+  for (index_t i = 0; i < b.numel(); ++i) {
+    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::abs(double(b[i])));
+  }
+  return num / den;
+}
+
 // softmax(scale·Q·Kᵀ + mask)·V built from tape ops, in double: the reference
 // the fused kernel must reproduce. The mask is an additive −1e30 on hidden keys.
 Tensor<double> naive_attention(const Tensor<double>& q, const Tensor<double>& k, const Tensor<double>& v, bool causal,
@@ -36,35 +92,32 @@ const Case kCases[] = {
 };
 }  // namespace
 
-TEST_CASE("attention: forward equals the naive softmax(QKᵀ)V on the tape") {
-  for (const Case& c : kCases) {
-    CAPTURE(c.Tq);
-    CAPTURE(c.Tk);
-    CAPTURE(c.causal);
-    Rng rng(3);
-    auto q = randn<double>({c.B, c.H, c.Tq, c.D}, rng), k = randn<double>({c.B, c.H, c.Tk, c.D}, rng),
-         v = randn<double>({c.B, c.H, c.Tk, c.Dv}, rng);
-    Tape<double> t;
-    Tensor<double> probs;
-    auto o = scaled_dot_product_attention(t, t.input(q), t.input(k), t.input(v), c.causal, 0.0, &probs);
-    CHECK(o.shape() == Shape{c.B, c.H, c.Tq, c.Dv});
-    auto ref = naive_attention(q, k, v, c.causal, 1.0 / std::sqrt(double(c.D)));
-    double err = 0.0;
-    for (index_t i = 0; i < ref.numel(); ++i) err = std::max(err, std::abs(o.value()[i] - ref[i]));
-    CHECK(err < 1e-12);
-    // probabilities: rows sum to 1, hidden keys exactly 0
-    CHECK(probs.shape() == Shape{c.B, c.H, c.Tq, c.Tk});
-    double sum_err = 0.0, hidden = 0.0;
-    for (index_t r = 0; r < probs.numel() / c.Tk; ++r) {
-      double s = 0;
-      for (index_t j = 0; j < c.Tk; ++j) s += probs[r * c.Tk + j];
-      sum_err = std::max(sum_err, std::abs(s - 1.0));
-      const index_t i = r % c.Tq;
-      if (c.causal)
-        for (index_t j = i + (c.Tk - c.Tq) + 1; j < c.Tk; ++j) hidden = std::max(hidden, std::abs(probs[r * c.Tk + j]));
+TEST_CASE("attention: forward and row entropies equal the naive softmax(QKᵀ)V, both kernels") {
+  for (bool tiled : {false, true}) {
+    AttnPath path(tiled);
+    for (const Case& c : kCases) {
+      CAPTURE(tiled);
+      CAPTURE(c.Tq);
+      CAPTURE(c.Tk);
+      CAPTURE(c.causal);
+      Rng rng(3);
+      auto q = randn<double>({c.B, c.H, c.Tq, c.D}, rng), k = randn<double>({c.B, c.H, c.Tk, c.D}, rng),
+           v = randn<double>({c.B, c.H, c.Tk, c.Dv}, rng);
+      Tape<double> t;
+      Tensor<double> ent;
+      auto o = scaled_dot_product_attention(t, t.input(q), t.input(k), t.input(v), c.causal, 0.0, {}, &ent);
+      CHECK(o.shape() == Shape{c.B, c.H, c.Tq, c.Dv});
+      const double scale = 1.0 / std::sqrt(double(c.D));
+      auto ref = naive_attention(q, k, v, c.causal, scale);
+      double err = 0.0;
+      for (index_t i = 0; i < ref.numel(); ++i) err = std::max(err, std::abs(o.value()[i] - ref[i]));
+      CHECK(err < 1e-12);
+      REQUIRE(ent.shape() == Shape{c.B, c.H, c.Tq});
+      auto eref = naive_entropy(q, k, c.causal, scale);
+      double eerr = 0.0;
+      for (index_t i = 0; i < eref.numel(); ++i) eerr = std::max(eerr, std::abs(ent[i] - eref[i]));
+      CHECK(eerr < 1e-12);
     }
-    CHECK(sum_err < 1e-12);
-    CHECK(hidden == 0.0);
   }
 }
 
@@ -89,8 +142,11 @@ TEST_CASE("attention: hand-computed values and explicit scale") {
   CHECK(o3.value()[0] == doctest::Approx((10.0 + 20.0 * e2) / (1.0 + e2)));
 }
 
-TEST_CASE("attention: gradients match central differences (causal, full, Tq < Tk, odd D)") {
+TEST_CASE("attention: gradients match central differences (causal, full, Tq < Tk, odd D), both kernels") {
+  for (bool tiled : {false, true})
   for (const Case& c : kCases) {
+    AttnPath path(tiled);
+    CAPTURE(tiled);
     CAPTURE(c.Tq);
     CAPTURE(c.Tk);
     CAPTURE(c.causal);
@@ -207,4 +263,145 @@ TEST_CASE("attention: split_heads / merge_heads move the right entries") {
   CHECK(m.value().at({1, 2, 2}) == qkv.value().at({1, 2, 6}));
   CHECK_THROWS_WITH_AS(split_heads(t, Var<double>(qkv), 3, 0, 5), doctest::Contains("split_heads: last dim of (2, 3, 12)"),
                        Error);
+}
+
+// ---- the tiled kernel ------------------------------------------------------------------------
+
+TEST_CASE("attention tiled: gradients match central differences (head sizes, ragged tiles, KV cache, dropout)") {
+  struct TCase {
+    index_t B, H, Tq, Tk, D;
+    bool causal;
+    float p;
+  };
+  const TCase cases[] = {
+      {1, 2, 13, 13, 8, true, 0.0f},   {1, 1, 13, 13, 32, false, 0.0f}, {1, 1, 11, 11, 48, true, 0.0f},
+      {1, 1, 9, 9, 64, true, 0.0f},    {1, 2, 5, 19, 8, true, 0.0f},    {1, 1, 7, 17, 32, false, 0.0f},
+      {1, 2, 13, 13, 8, true, 0.3f},   {2, 1, 6, 15, 8, true, 0.5f},    {1, 1, 10, 10, 48, false, 0.2f},
+  };
+  AttnPath path(true, 4, 5);  // 13 rows: blocks of 4, 4, 4, 1; keys in blocks of 5
+  for (const TCase& c : cases) {
+    CAPTURE(c.Tq);
+    CAPTURE(c.Tk);
+    CAPTURE(c.D);
+    CAPTURE(c.causal);
+    CAPTURE(c.p);
+    Rng rng(21);
+    Param<double> q(randn<double>({c.B, c.H, c.Tq, c.D}, rng)), k(randn<double>({c.B, c.H, c.Tk, c.D}, rng)),
+        v(randn<double>({c.B, c.H, c.Tk, c.D}, rng));
+    // The same seed at every evaluation: the mask backward regenerates must be forward's.
+    auto r = gradcheck({&q, &k, &v}, [&](Tape<double>& t) {
+      return project(t, scaled_dot_product_attention(t, Var<double>(q), Var<double>(k), Var<double>(v), c.causal,
+                                                     0.0, {.p = c.p, .seed = 77}));
+    }, {.h = 1e-5, .samples_per_tensor = 24});
+    MARROW_CHECK_GRAD(r, 1e-6);
+  }
+}
+
+TEST_CASE("attention tiled: float agrees with the materialised kernel (values, gradients, entropy, dropout)") {
+  struct FCase {
+    index_t B, H, Tq, Tk, D;
+    bool causal;
+    float p;
+  };
+  for (const FCase& c : {FCase{2, 3, 300, 300, 32, true, 0.0f}, FCase{1, 2, 100, 300, 64, true, 0.1f},
+                         FCase{2, 2, 77, 130, 48, false, 0.2f}}) {
+    CAPTURE(c.Tq);
+    CAPTURE(c.p);
+    Rng rng(4);
+    Tensor<float> q = randn<float>({c.B, c.H, c.Tq, c.D}, rng), k = randn<float>({c.B, c.H, c.Tk, c.D}, rng),
+                  v = randn<float>({c.B, c.H, c.Tk, c.D}, rng), g = randn<float>({c.B, c.H, c.Tq, c.D}, rng);
+    struct Out {
+      Tensor<float> o, e, dq, dk, dv;
+    };
+    auto run = [&](bool tiled) {
+      AttnPath path(tiled, 64, 64);
+      Param<float> pq(q.clone()), pk(k.clone()), pv(v.clone());
+      Tape<float> t;
+      Out r;
+      auto o = scaled_dot_product_attention(t, Var<float>(pq), Var<float>(pk), Var<float>(pv), c.causal, 0.0f,
+                                            {.p = c.p, .seed = 5}, &r.e);
+      t.backward(sum(t, mul(t, o, t.input(g))));
+      r.o = o.value().clone();
+      r.dq = pq.grad().clone();
+      r.dk = pk.grad().clone();
+      r.dv = pv.grad().clone();
+      return r;
+    };
+    const Out a = run(true), b = run(false);
+    // Relative to each tensor's largest entry; float sums of 300 terms in another order.
+    CHECK(rel_err(a.o, b.o) < 2e-6);
+    CHECK(rel_err(a.e, b.e) < 2e-6);
+    CHECK(rel_err(a.dq, b.dq) < 1e-5);
+    CHECK(rel_err(a.dk, b.dk) < 1e-5);
+    CHECK(rel_err(a.dv, b.dv) < 1e-5);
+  }
+}
+
+#ifdef _OPENMP
+TEST_CASE("attention: 1 and 2 threads give the same bits, both kernels, with dropout") {
+  Rng rng(6);
+  const index_t B = 2, H = 3, Tq = 200, Tk = 333, D = 32;
+  Tensor<float> q = randn<float>({B, H, Tq, D}, rng), k = randn<float>({B, H, Tk, D}, rng),
+                v = randn<float>({B, H, Tk, D}, rng), g = randn<float>({B, H, Tq, D}, rng);
+  for (bool tiled : {true, false}) {
+    CAPTURE(tiled);
+    AttnPath path(tiled, 64, 64);
+    std::vector<Tensor<float>> res[2];
+    for (int threads : {1, 2}) {
+      const int saved = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      Param<float> pq(q.clone()), pk(k.clone()), pv(v.clone());
+      Tape<float> t;
+      Tensor<float> e;
+      auto o = scaled_dot_product_attention(t, Var<float>(pq), Var<float>(pk), Var<float>(pv), true, 0.0f,
+                                            {.p = 0.1f, .seed = 9}, &e);
+      t.backward(sum(t, mul(t, o, t.input(g))));
+      omp_set_num_threads(saved);
+      res[threads - 1] = {o.value().clone(), e, pq.grad().clone(), pk.grad().clone(), pv.grad().clone()};
+    }
+    for (std::size_t i = 0; i < res[0].size(); ++i) {
+      CAPTURE(i);
+      CHECK(std::memcmp(res[0][i].data(), res[1][i].data(), sizeof(float) * std::size_t(res[0][i].numel())) == 0);
+    }
+  }
+}
+#endif
+
+TEST_CASE("attention: dropout keeps 1 − p of the probabilities, scaled by 1/(1 − p), the same mask on both kernels") {
+  // q = 0: every probability is 1/Tk; V = identity: O[i, j] = P̃_ij, so Tk·O is the mask Z.
+  const index_t B = 2, H = 2, Tq = 64, Tk = 96;
+  const float p = 0.25f;
+  Rng rng(1);
+  Tensor<float> q({B, H, Tq, 8}), k = randn<float>({B, H, Tk, 8}, rng), v({B, H, Tk, Tk});
+  for (index_t bh = 0; bh < B * H; ++bh)
+    for (index_t j = 0; j < Tk; ++j) v[(bh * Tk + j) * Tk + j] = 1.0f;
+  Tensor<float> z[2];
+  for (bool tiled : {false, true}) {
+    AttnPath path(tiled, 16, 32);
+    Tape<float> t;
+    z[tiled] = scaled_dot_product_attention(t, t.input(q), t.input(k), t.input(v), false, 0.0f, {.p = p, .seed = 3})
+                   .value()
+                   .clone();
+  }
+  CHECK(std::memcmp(z[0].data(), z[1].data(), sizeof(float) * std::size_t(z[0].numel())) == 0);
+  double dropped = 0, mean = 0;
+  bool two_values = true;
+  for (index_t i = 0; i < z[1].numel(); ++i) {
+    const double zi = double(z[1][i]) * Tk;
+    dropped += zi == 0.0;
+    mean += zi;
+    two_values &= zi == 0.0 || std::abs(zi - 1.0 / (1.0 - p)) < 1e-5;
+  }
+  const double n = double(z[1].numel());  // 24,576 entries: one standard deviation of the share is 0.003
+  CHECK(two_values);
+  CHECK(std::abs(dropped / n - p) < 0.012);
+  CHECK(std::abs(mean / n - 1.0) < 0.015);  // E[Z] = 1: unbiased
+  // Another seed, another mask; p = 0 (or no dropout argument) is the plain attention.
+  Tape<float> t;
+  auto other = scaled_dot_product_attention(t, t.input(q), t.input(k), t.input(v), false, 0.0f, {.p = p, .seed = 4});
+  CHECK(std::memcmp(other.value().data(), z[1].data(), sizeof(float) * std::size_t(z[1].numel())) != 0);
+  auto plain = scaled_dot_product_attention(t, t.input(q), t.input(k), t.input(v), false, 0.0f, {.p = 0.0f, .seed = 3});
+  CHECK(plain.value()[0] == doctest::Approx(1.0 / Tk).epsilon(1e-6));
+  CHECK_THROWS_WITH_AS(scaled_dot_product_attention(t, t.input(q), t.input(k), t.input(v), false, 0.0f, {.p = 1.0f}),
+                       doctest::Contains("dropout p = 1 must be in [0, 1)"), Error);
 }

@@ -12,7 +12,7 @@
 // PREFIX is `template` (instantiate) or `extern template` (declare).
 #define MARROW_INSTANCES(PREFIX, T) \
   /* ops/attention.hpp */ \
-  PREFIX Var<T> scaled_dot_product_attention<T>(Tape<T>&, const Arg<T>&, const Arg<T>&, const Arg<T>&, bool, std::type_identity_t<T>, Tensor<T>*); \
+  PREFIX Var<T> scaled_dot_product_attention<T>(Tape<T>&, const Arg<T>&, const Arg<T>&, const Arg<T>&, bool, std::type_identity_t<T>, AttentionDropout, Tensor<T>*); \
   PREFIX Var<T> split_heads<T>(Tape<T>&, const Arg<T>&, int, int, int); \
   PREFIX Var<T> merge_heads<T>(Tape<T>&, const Arg<T>&); \
   /* ops/conv.hpp */ \

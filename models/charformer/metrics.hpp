@@ -88,20 +88,15 @@ template <class T> std::vector<BlockNorms> block_norms(GPT<T>& model) {
   return out;
 }
 
-// Mean entropy (nats) of the attention rows of probs (B, nh, T, T). A head that
-// collapses onto one key gives 0; uniform causal attention over T keys ≈ log T − 1.
-template <class T> double attention_entropy(const Tensor<T>& probs) {
-  MARROW_CHECK(probs.ndim() == 4, "attention_entropy: probabilities must be (B, nh, T, Tk), got ", probs.shape().str());
-  const index_t rows = probs.numel() / probs.dim(3), Tk = probs.dim(3);
+// Mean entropy (nats) of the attention rows, from the per-row entropies (B, nh, T) the
+// attention op returns. A head that collapses onto one key gives 0; uniform causal
+// attention over T keys ≈ log T − 1.
+template <class T> double attention_entropy(const Tensor<T>& row_entropy) {
+  MARROW_CHECK(row_entropy.ndim() == 3, "attention_entropy: row entropies must be (B, nh, T), got ",
+               row_entropy.shape().str());
   double total = 0;
-  for (index_t r = 0; r < rows; ++r) {
-    const T* p = probs.data() + r * Tk;
-    double e = 0;
-    for (index_t j = 0; j < Tk; ++j)
-      if (p[j] > T(0)) e -= double(p[j]) * std::log(double(p[j]));
-    total += e;
-  }
-  return rows ? total / double(rows) : 0.0;
+  for (index_t r = 0; r < row_entropy.numel(); ++r) total += double(row_entropy[r]);
+  return row_entropy.numel() ? total / double(row_entropy.numel()) : 0.0;
 }
 
 }  // namespace marrow::charformer

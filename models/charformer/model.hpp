@@ -57,7 +57,7 @@ struct Config {
 
 // ---- attention ------------------------------------------------------------------------
 // nanoGPT's CausalSelfAttention is the library's (nn/attention.hpp): the fused causal attention
-// op, the unfused chain while attention dropout trains, and decode() on the KV cache.
+// op (tiled from a few hundred keys on, its dropout inside), and decode() on the KV cache.
 
 template <class T> struct Mlp {
   Linear<T> c_fc, c_proj;  // C -> 4C -> C
@@ -81,8 +81,8 @@ template <class T> struct Block {
   Block(const Config& c, Rng& rng)
       : ln_1(c.n_embd, T(1e-5), c.bias), attn(c.n_embd, c.n_head, rng, T(c.dropout), c.bias), ln_2(c.n_embd, T(1e-5), c.bias), mlp(c, rng) {}
 
-  Var<T> operator()(Tape<T>& t, Var<T> x, Tensor<T>* probs = nullptr) {
-    x = add(t, x, attn(t, ln_1(t, x), probs));
+  Var<T> operator()(Tape<T>& t, Var<T> x, Tensor<T>* attn_entropy = nullptr) {
+    x = add(t, x, attn(t, ln_1(t, x), attn_entropy));
     return add(t, x, mlp(t, ln_2(t, x)));
   }
   Var<T> decode(Tape<T>& t, Var<T> x, Tensor<T>& kc, Tensor<T>& vc, index_t cache_len) {
@@ -129,28 +129,28 @@ template <class T> struct GPT {
     }
   }
 
-  // idx (B, T) -> final hidden states (B, T, C), after ln_f. attn_probs, when
-  // given, receives one (B, nh, T, T) tensor per layer.
-  Var<T> hidden(Tape<T>& t, const Tensor<std::int32_t>& idx, std::vector<Tensor<T>>* attn_probs = nullptr) {
+  // idx (B, T) -> final hidden states (B, T, C), after ln_f. attn_entropy, when
+  // given, receives per layer each query row's attention entropy, (B, nh, T).
+  Var<T> hidden(Tape<T>& t, const Tensor<std::int32_t>& idx, std::vector<Tensor<T>>* attn_entropy = nullptr) {
     MARROW_CHECK(idx.ndim() == 2, "charformer: token ids must be (B, T), got ", idx.shape().str());
     MARROW_CHECK(idx.dim(1) <= config.block_size, "charformer: sequence of length ", idx.dim(1),
                  " exceeds block_size ", config.block_size, " (ids ", idx.shape().str(), ")");
     Var<T> x = drop(t, token_position_embedding(t, wte.weight, wpe.weight, idx));  // (B, T, C)
-    if (attn_probs) attn_probs->assign(h.size(), Tensor<T>());
-    for (std::size_t i = 0; i < h.size(); ++i) x = h[i](t, x, attn_probs ? &(*attn_probs)[i] : nullptr);
+    if (attn_entropy) attn_entropy->assign(h.size(), Tensor<T>());
+    for (std::size_t i = 0; i < h.size(); ++i) x = h[i](t, x, attn_entropy ? &(*attn_entropy)[i] : nullptr);
     return ln_f(t, x);
   }
   // idx (B, T) -> logits (B, T, V), through the tied head.
-  Var<T> operator()(Tape<T>& t, const Tensor<std::int32_t>& idx, std::vector<Tensor<T>>* attn_probs = nullptr) {
-    return linear(t, hidden(t, idx, attn_probs), wte.weight);
+  Var<T> operator()(Tape<T>& t, const Tensor<std::int32_t>& idx, std::vector<Tensor<T>>* attn_entropy = nullptr) {
+    return linear(t, hidden(t, idx, attn_entropy), wte.weight);
   }
   // Mean next-character cross entropy of idx (B, T) against targets (B, T).
   Var<T> loss(Tape<T>& t, const Tensor<std::int32_t>& idx, const Tensor<std::int32_t>& targets,
-              std::vector<Tensor<T>>* attn_probs = nullptr) {
+              std::vector<Tensor<T>>* attn_entropy = nullptr) {
     MARROW_CHECK(targets.shape() == idx.shape(), "charformer: targets ", targets.shape().str(), " do not match ids ",
                  idx.shape().str());
     const index_t BT = idx.numel();
-    Var<T> x = reshape(t, hidden(t, idx, attn_probs), {BT, index_t(config.n_embd)});  // (B·T, C)
+    Var<T> x = reshape(t, hidden(t, idx, attn_entropy), {BT, index_t(config.n_embd)});  // (B·T, C)
     return cross_entropy(t, linear(t, x, wte.weight), targets.reshape({BT}));
   }
 

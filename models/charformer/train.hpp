@@ -87,13 +87,13 @@ template <class T> class Trainer {
     data::TextBatch b = data::sample_text_batch(train_tokens, args.batch_size, args.model.block_size, batch_rng);
     std::vector<double> stats = dp->step(args.batch_size, [&](std::int64_t b0, std::int64_t b1) {
       tape.reset();
-      std::vector<Tensor<T>> probs;
+      std::vector<Tensor<T>> entropy;  // per layer, (B, nh, T)
       Var<T> loss = model.loss(tape, dist::batch_rows(b.x, b0, b1), dist::batch_rows(b.y, b0, b1),
-                               diagnose ? &probs : nullptr);
+                               diagnose ? &entropy : nullptr);
       std::vector<double> shard{double(loss.item())};  // the loss, then each layer's attention entropy
       check("loss", shard[0]);
       dp->backward(tape, loss);
-      for (auto& p : probs) shard.push_back(attention_entropy(p));
+      for (auto& e : entropy) shard.push_back(attention_entropy(e));
       return shard;
     });
     s.loss = stats[0];

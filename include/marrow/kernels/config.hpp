@@ -66,6 +66,26 @@ struct KernelConfig {
   // backward (6 % of the colorizer's step). 24 MB keeps every layer of the
   // colorizer and the U-Net's lower levels; its full-resolution level recomputes.
   std::size_t wino_keep_max_bytes = std::size_t(24) << 20;
+  // scaled_dot_product_attention runs the tiled kernel (kernels/flash_attention.hpp;
+  // memory O(T)) from this many keys on, the materialised one (keeps the (B, H, Tq, Tk)
+  // probabilities) below. Trades speed at small T against memory. bench/attention_timing.cpp,
+  // causal B=8 H=4 D=32, forward + backward ms (fastest of 5-7) materialised vs tiled,
+  // on a machine loaded by other jobs (load ~8 on 2 cores, so ±20 % noise):
+  // 1 thread: T=64 0.60 vs 0.79, 128 1.80 vs 2.33, 256 7.3 vs 7.7, 512 25 vs 29,
+  // 1024 89-124 vs 94-97, 2048 344 vs 353, 3072 827 vs 1032; 2 threads: 1024 238 vs 208,
+  // 2048 620 vs 576, 3072 1685 vs 1436, 4096 2551 vs 2264. Peak memory added by one
+  // forward + backward (MB): 256: 12.4 vs 4.5, 1024: 145 vs 17, 4096: 2113 vs 65.
+  // The materialised kernel is 6-25 % faster up to ~200 keys; from 256 on the two are
+  // level within the noise while the probabilities grow as T² (the charformer at
+  // --block-size 1024: 7084 MB peak RSS before, 893 MB after). Tests set 0 (always
+  // tiled) or a huge value (always materialised).
+  index_t attn_flash_min_keys = 256;
+  // The tiled kernel's query rows (Br) and keys (Bc) per tile. 64 × 64 at D = 32, float:
+  // the score tile (16 KB), Q_i, K_j and V_j (8 KB each) fit Zen 5's 48 KB L1 together.
+  // bench/attention_timing.cpp tiles (Br 16-128 × Bc 32-256, T 512 and 2048) ran on a
+  // loaded machine: the spread between samples (±50 %) hid any difference between sizes.
+  index_t attn_block_q = 64;
+  index_t attn_block_k = 64;
 };
 
 namespace detail {

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <string>
 
 #include "../ops/attention.hpp"
@@ -18,9 +17,9 @@ namespace marrow {
 
 // nanoGPT's CausalSelfAttention: c_attn (C → 3C) → q, k, v heads → causal
 // attention → merge heads → c_proj (C → C) → residual dropout.
-// Attention-probability dropout (attn_dropout) needs the probabilities as a
-// tape node, so while training with dropout > 0 the attention runs unfused
-// (matmul, mask, softmax, dropout, matmul); otherwise it is the fused op.
+// Attention-probability dropout runs inside the fused op (a hashed mask that
+// backward regenerates); attn_dropout holds its p, its training flag and the Rng
+// that draws one seed per forward, so runs replay from the model's seed.
 template <class T> struct CausalSelfAttention {
   Linear<T> c_attn, c_proj;
   Dropout<T> attn_dropout, resid_dropout;
@@ -35,8 +34,9 @@ template <class T> struct CausalSelfAttention {
                  " is not divisible by n_head ", n_head_);
   }
 
-  // x (B, T, C) -> (B, T, C). probs, when given, receives the attention probabilities (B, nh, T, T).
-  Var<T> operator()(Tape<T>& t, const Var<T>& x, Tensor<T>* probs = nullptr) {
+  // x (B, T, C) -> (B, T, C). entropy, when given, receives each query row's attention
+  // entropy (B, nh, T) in nats.
+  Var<T> operator()(Tape<T>& t, const Var<T>& x, Tensor<T>* entropy = nullptr) {
     t.check(x, "CausalSelfAttention");
     const index_t C = c_proj.out_features();
     MARROW_CHECK(x.ndim() == 3 && x.dim(2) == C, "CausalSelfAttention: input must be (B, T, ", C, "), got ",
@@ -45,20 +45,9 @@ template <class T> struct CausalSelfAttention {
     Var<T> q = split_heads(t, qkv, 3, 0, n_head);  // (B, nh, T, hs)
     Var<T> k = split_heads(t, qkv, 3, 1, n_head);
     Var<T> v = split_heads(t, qkv, 3, 2, n_head);
-    Var<T> y;
-    if (attn_dropout.training && attn_dropout.p > T(0)) {
-      const index_t Tn = x.dim(1);
-      const T scale = T(1) / std::sqrt(T(C / n_head));
-      Tensor<T> mask(Shape{Tn, Tn});  // −∞ above the diagonal: future keys get probability 0
-      for (index_t i = 0; i < Tn; ++i)
-        for (index_t j = i + 1; j < Tn; ++j) mask[i * Tn + j] = -std::numeric_limits<T>::infinity();
-      Var<T> att = mul_scalar(t, matmul(t, q, transpose(t, k, -2, -1)), scale);  // (B, nh, T, T)
-      att = softmax(t, add(t, att, t.input(std::move(mask))), -1);
-      if (probs) *probs = att.value().clone();
-      y = matmul(t, attn_dropout(t, att), v);  // (B, nh, T, hs)
-    } else {
-      y = scaled_dot_product_attention(t, q, k, v, /*causal=*/true, T(0), probs);  // (B, nh, T, hs)
-    }
+    AttentionDropout drop;
+    if (attn_dropout.training && attn_dropout.p > T(0)) drop = {float(attn_dropout.p), attn_dropout.rng.next_u64()};
+    Var<T> y = scaled_dot_product_attention(t, q, k, v, /*causal=*/true, T(0), drop, entropy);  // (B, nh, T, hs)
     return resid_dropout(t, c_proj(t, merge_heads(t, y)));  // (B, T, C)
   }
 

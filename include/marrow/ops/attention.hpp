@@ -13,10 +13,12 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
+#include "../kernels/flash_attention.hpp"
 #include "../tape.hpp"
 #include "elementwise.hpp"
 #include "matmul.hpp"
@@ -28,26 +30,20 @@ namespace detail {
 // up to its last row, which skips ~40% of the GEMM work at T = 64.
 inline constexpr index_t kAttnRowBlock = 16;
 
-// Rows [r0, r1) of a slice see keys [0, kend(r1)); row i sees keys [0, i + shift + 1).
-struct AttnRows {
-  index_t Tq, Tk;
-  bool causal;
-  index_t block() const { return causal ? kAttnRowBlock : Tq; }
-  index_t kend(index_t r1) const { return causal ? std::min(Tk, r1 + Tk - Tq) : Tk; }
-  index_t visible(index_t i) const { return causal ? i + Tk - Tq + 1 : Tk; }
-};
-
-// One (b, h) slice of the forward pass: P = softmax(scale·Q·Kᵀ) row by row
-// (hidden keys get probability exactly 0), then O = P·V.
+// The materialised path, for few keys: one (b, h) slice of the forward pass,
+// P = softmax(scale·Q·Kᵀ) row by row (hidden keys get probability exactly 0), kept
+// whole for backward; with dropout also P̃ = P ∘ Z in pd; then O = P̃·V. ent (may be
+// null) receives each row's entropy −Σ p·log p.
 template <class T>
-void attention_forward_slice(const T* q, const T* k, const T* v, T* p, T* o, const AttnRows& g, index_t D, index_t Dv,
-                             T scale) {
+void attention_forward_slice(const T* q, const T* k, const T* v, T* p, T* pd, T* o, T* ent, const AttnRows& g,
+                             index_t D, index_t Dv, T scale, const AttnMask& mask, std::uint64_t mask_base) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-  const index_t Tq = g.Tq, Tk = g.Tk;
+  const index_t Tq = g.Tq, Tk = g.Tk, block = g.causal ? kAttnRowBlock : Tq;
+  const T inv_keep = mask.inv_keep<T>();
   MatView<T> P(p, Tq, Tk), O(o, Tq, Dv);
   CMatView<T> Q(q, Tq, D), K(k, Tk, D), V(v, Tk, Dv);
-  for (index_t r0 = 0; r0 < Tq; r0 += g.block()) {
-    const index_t nr = std::min(g.block(), Tq - r0), kend = g.kend(r0 + nr);
+  for (index_t r0 = 0; r0 < Tq; r0 += block) {
+    const index_t nr = std::min(block, Tq - r0), kend = g.kend(r0 + nr);
     auto Pb = P.block(r0, 0, nr, kend);
     gemm(Pb, Q.middleRows(r0, nr), K.topRows(kend).transpose(), scale);
     for (index_t i = r0; i < r0 + nr; ++i) {
@@ -58,31 +54,42 @@ void attention_forward_slice(const T* q, const T* k, const T* v, T* p, T* o, con
       r = (r - m).exp();
       r *= T(1) / r.sum();
       std::fill(row + lim, row + Tk, T(0));
+      if (ent) ent[i] = -(r * (r > T(0)).select(r.log(), T(0))).sum();
+      if (mask.on) {
+        mask.row(pd + i * Tk, mask_base + std::uint64_t(i * Tk), Tk, inv_keep);
+        Eigen::Map<Arr>(pd + i * Tk, Tk) *= Eigen::Map<const Arr>(row, Tk);
+      }
     }
-    gemm(O.middleRows(r0, nr), Pb, V.topRows(kend));
+    if (mask.on) gemm(O.middleRows(r0, nr), CMatView<T>(pd, Tq, Tk).block(r0, 0, nr, kend), V.topRows(kend));
+    else gemm(O.middleRows(r0, nr), Pb, V.topRows(kend));
   }
 }
 
-// One (b, h) slice of the backward pass; ds is scratch for one row block of dS.
+// One (b, h) slice of the materialised backward pass; ds is scratch for one row block
+// of dS. pd is P̃ (or P itself without dropout): dS = P̃ ∘ dP̃ − P·rowsum(P̃ ∘ dP̃).
 template <class T>
-void attention_backward_slice(const T* q, const T* k, const T* v, const T* p, const T* go, T* dq, T* dk, T* dv, T* ds,
-                              const AttnRows& g, index_t D, index_t Dv, T scale) {
+void attention_backward_slice(const T* q, const T* k, const T* v, const T* p, const T* pd, const T* go, T* dq, T* dk,
+                              T* dv, T* ds, const AttnRows& g, index_t D, index_t Dv, T scale) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-  const index_t Tq = g.Tq, Tk = g.Tk;
-  CMatView<T> P(p, Tq, Tk), dO(go, Tq, Dv), Q(q, Tq, D), K(k, Tk, D), V(v, Tk, Dv);
-  for (index_t r0 = 0; r0 < Tq; r0 += g.block()) {
-    const index_t nr = std::min(g.block(), Tq - r0), kend = g.kend(r0 + nr);
-    auto Pb = P.block(r0, 0, nr, kend);
+  const index_t Tq = g.Tq, Tk = g.Tk, block = g.causal ? kAttnRowBlock : Tq;
+  CMatView<T> Pd(pd, Tq, Tk), dO(go, Tq, Dv), Q(q, Tq, D), K(k, Tk, D), V(v, Tk, Dv);
+  for (index_t r0 = 0; r0 < Tq; r0 += block) {
+    const index_t nr = std::min(block, Tq - r0), kend = g.kend(r0 + nr);
     auto dOb = dO.middleRows(r0, nr);
-    if (dv) gemm_add(MatView<T>(dv, Tk, Dv).topRows(kend), Pb.transpose(), dOb);
+    if (dv) gemm_add(MatView<T>(dv, Tk, Dv).topRows(kend), Pd.block(r0, 0, nr, kend).transpose(), dOb);
     if (!dq && !dk) continue;
     MatView<T> dS(ds, nr, kend);
-    gemm(dS, dOb, V.topRows(kend).transpose());  // dP, turned into dS in place
+    gemm(dS, dOb, V.topRows(kend).transpose());  // dP̃, turned into dS in place
     for (index_t i = 0; i < nr; ++i) {
       const index_t lim = g.visible(r0 + i);
       Eigen::Map<Arr> d(ds + i * kend, lim);
-      Eigen::Map<const Arr> pr(p + (r0 + i) * Tk, lim);
-      d = pr * (d - (d * pr).sum());
+      Eigen::Map<const Arr> pr(p + (r0 + i) * Tk, lim), pdr(pd + (r0 + i) * Tk, lim);
+      if (p == pd) {
+        d = pr * (d - (d * pr).sum());
+      } else {
+        const T Di = (d * pdr).sum();
+        d = pdr * d - pr * Di;
+      }
       std::fill(ds + i * kend + lim, ds + (i + 1) * kend, T(0));
     }
     if (dq) gemm_add(MatView<T>(dq, Tq, D).middleRows(r0, nr), dS, K.topRows(kend), scale);
@@ -91,12 +98,26 @@ void attention_backward_slice(const T* q, const T* k, const T* v, const T* p, co
 }
 }  // namespace detail
 
-// q, k, v: (B, H, Tq|Tk, D|Dv). scale 0 means 1/√D. If probs_out is given it
-// receives a copy of the attention probabilities (B, H, Tq, Tk), e.g. to log
-// attention entropy; masked entries are 0.
+// Dropout on the attention probabilities, inside the op: entry (b, h, i, j) is dropped
+// by a hash of (seed, b, h, i, j) with probability p, kept ones scale by 1/(1 − p).
+// Backward regenerates the same mask from the seed. p = 0: no dropout. Draw a fresh
+// seed for every forward (CausalSelfAttention takes it from its dropout's Rng).
+struct AttentionDropout {
+  float p = 0;
+  std::uint64_t seed = 0;
+};
+
+// q, k, v: (B, H, Tq|Tk, D|Dv). scale 0 means 1/√D. If entropy_out is given it
+// receives each query row's attention entropy, −Σ_j p_ij·log p_ij in nats, as
+// (B, H, Tq) (before dropout).
+// Two kernels, the same function: from kernel_config().attn_flash_min_keys keys
+// on the tiled one (kernels/flash_attention.hpp), which keeps only O and one
+// log-sum-exp per query row for backward; below it the materialised one, which
+// keeps the (B, H, Tq, Tk) probabilities (and P̃ with dropout).
 template <class T>
 Var<T> scaled_dot_product_attention(Tape<T>& t, const Arg<T>& q, const Arg<T>& k, const Arg<T>& v, bool causal,
-                                    std::type_identity_t<T> scale = T(0), Tensor<T>* probs_out = nullptr) {
+                                    std::type_identity_t<T> scale = T(0), AttentionDropout dropout = {},
+                                    Tensor<T>* entropy_out = nullptr) {
   using namespace detail;
   t.check(q, "scaled_dot_product_attention");
   t.check(k, "scaled_dot_product_attention");
@@ -114,29 +135,84 @@ Var<T> scaled_dot_product_attention(Tape<T>& t, const Arg<T>& q, const Arg<T>& k
   MARROW_CHECK(Tk > 0, "scaled_dot_product_attention: no keys (k ", k.shape().str(), ")");
   MARROW_CHECK(!causal || Tq <= Tk, "scaled_dot_product_attention: causal needs Tq <= Tk, got q ", q.shape().str(),
                " and k ", k.shape().str(), " (the first queries would see no key)");
+  MARROW_CHECK(dropout.p >= 0.0f && dropout.p < 1.0f, "scaled_dot_product_attention: dropout p = ", dropout.p,
+               " must be in [0, 1)");
   if (scale == T(0)) scale = T(1) / std::sqrt(T(D));
 
   const index_t BH = B * H;
+  const KernelConfig& cfg = kernel_config();
+  const AttnRows rows{Tq, Tk, causal};
+  const AttnMask mask(double(dropout.p), dropout.seed);
   Tensor<T> out = Tensor<T>::uninitialized(Shape{B, H, Tq, Dv});
-  Tensor<T> probs = Tensor<T>::uninitialized(Shape{B, H, Tq, Tk});
+  Tensor<T> ent;
+  if (entropy_out) ent = Tensor<T>::uninitialized(Shape{B, H, Tq});
   const T* pq = q.value().data();
   const T* pk = k.value().data();
   const T* pv = v.value().data();
-  T* pp = probs.data();
   T* po = out.data();
+  T* pe = entropy_out ? ent.data() : nullptr;
   // Each slice is a few small GEMMs; threads pay off once there are several slices of real size.
-  const bool par = BH > 1 && BH * Tq * Tk * (D + Dv) >= kParallelMin;
-  const AttnRows rows{Tq, Tk, causal};
-#pragma omp parallel for schedule(static) if (par)
+  const bool par = BH * Tq * Tk * (D + Dv) >= kParallelMin;
+
+  if (Tk >= cfg.attn_flash_min_keys) {  // ---- tiled: O(T) memory
+    const index_t Br = std::max<index_t>(1, cfg.attn_block_q), Bc = std::max<index_t>(1, cfg.attn_block_k);
+    const index_t nqb = (Tq + Br - 1) / Br;
+    Tensor<T> lse = Tensor<T>::uninitialized(Shape{B, H, Tq});
+    T* pl = lse.data();
+#pragma omp parallel if (par && BH * nqb > 1)
+    {
+      FlashFwdScratch<T> w(Br, Bc);
+#pragma omp for schedule(dynamic)
+      for (index_t task = 0; task < BH * nqb; ++task) {
+        const index_t bh = task / nqb, r0 = (task % nqb) * Br;
+        flash_forward_rows(pq + bh * Tq * D, pk + bh * Tk * D, pv + bh * Tk * Dv, po + bh * Tq * Dv, pl + bh * Tq,
+                           pe ? pe + bh * Tq : nullptr, rows, D, Dv, T(scale), r0, std::min(Br, Tq - r0), Bc, mask,
+                           std::uint64_t(bh * Tq * Tk), w);
+      }
+    }
+    if (entropy_out) *entropy_out = std::move(ent);
+    Var<T> res = t.push(std::move(out), q, k, v);
+    t.on_backward(res, [q, k, v, res, lse, rows, BH, D, Dv, scale, par, Br, Bc, mask] {
+      const index_t Tq = rows.Tq, Tk = rows.Tk;
+      // Fetch gradient buffers here: ensure_grad allocates and is not thread-safe.
+      T* dq = q.requires_grad() ? q.grad().data() : nullptr;
+      T* dk = k.requires_grad() ? k.grad().data() : nullptr;
+      T* dv = v.requires_grad() ? v.grad().data() : nullptr;
+      const T* pq = q.value().data();
+      const T* pk = k.value().data();
+      const T* pv = v.value().data();
+      const T* po = res.value().data();
+      const T* pl = lse.data();
+      const T* g = res.grad().data();
+#pragma omp parallel if (par && BH > 1)
+      {
+        FlashBwdScratch<T> w(Br, Bc, Tq, D, Dv);
+#pragma omp for schedule(dynamic)
+        for (index_t bh = 0; bh < BH; ++bh)  // one thread owns a slice's dQ, dK, dV: no races, fixed order
+          flash_backward_slice(pq + bh * Tq * D, pk + bh * Tk * D, pv + bh * Tk * Dv, po + bh * Tq * Dv,
+                               g + bh * Tq * Dv, pl + bh * Tq, dq ? dq + bh * Tq * D : nullptr,
+                               dk ? dk + bh * Tk * D : nullptr, dv ? dv + bh * Tk * Dv : nullptr, rows, D, Dv,
+                               T(scale), Br, Bc, mask, std::uint64_t(bh * Tq * Tk), w);
+      }
+    });
+    return res;
+  }
+
+  // ---- materialised: the (B, H, Tq, Tk) probabilities, for few keys
+  Tensor<T> probs = Tensor<T>::uninitialized(Shape{B, H, Tq, Tk});
+  Tensor<T> dropped = mask.on ? Tensor<T>::uninitialized(Shape{B, H, Tq, Tk}) : Tensor<T>();
+  T* pp = probs.data();
+  T* pd = mask.on ? dropped.data() : nullptr;
+#pragma omp parallel for schedule(static) if (par && BH > 1)
   for (index_t bh = 0; bh < BH; ++bh)
     attention_forward_slice(pq + bh * Tq * D, pk + bh * Tk * D, pv + bh * Tk * Dv, pp + bh * Tq * Tk,
-                            po + bh * Tq * Dv, rows, D, Dv, T(scale));
-  if (probs_out) *probs_out = probs.clone();
+                            pd ? pd + bh * Tq * Tk : nullptr, po + bh * Tq * Dv, pe ? pe + bh * Tq : nullptr, rows, D,
+                            Dv, T(scale), mask, std::uint64_t(bh * Tq * Tk));
+  if (entropy_out) *entropy_out = std::move(ent);
 
   Var<T> res = t.push(std::move(out), q, k, v);
-  t.on_backward(res, [q, k, v, res, probs, rows, BH, D, Dv, scale, par] {
+  t.on_backward(res, [q, k, v, res, probs, dropped, rows, BH, D, Dv, scale, par] {
     const index_t Tq = rows.Tq, Tk = rows.Tk;
-    // Fetch gradient buffers here: ensure_grad allocates and is not thread-safe.
     T* dq = q.requires_grad() ? q.grad().data() : nullptr;
     T* dk = k.requires_grad() ? k.grad().data() : nullptr;
     T* dv = v.requires_grad() ? v.grad().data() : nullptr;
@@ -144,15 +220,18 @@ Var<T> scaled_dot_product_attention(Tape<T>& t, const Arg<T>& q, const Arg<T>& k
     const T* pk = k.value().data();
     const T* pv = v.value().data();
     const T* pp = probs.data();
+    const T* pd = dropped.defined() ? dropped.data() : pp;
     const T* g = res.grad().data();
-#pragma omp parallel if (par)
+    const index_t block = rows.causal ? kAttnRowBlock : Tq;
+#pragma omp parallel if (par && BH > 1)
     {
-      std::vector<T> ds(std::size_t(rows.block() * Tk));
+      AlignedBuf<T> ds(block * Tk);  // aligned as every thread's: Eigen's row sums then round alike
 #pragma omp for schedule(static)
       for (index_t bh = 0; bh < BH; ++bh)
         attention_backward_slice(pq + bh * Tq * D, pk + bh * Tk * D, pv + bh * Tk * Dv, pp + bh * Tq * Tk,
-                                 g + bh * Tq * Dv, dq ? dq + bh * Tq * D : nullptr, dk ? dk + bh * Tk * D : nullptr,
-                                 dv ? dv + bh * Tk * Dv : nullptr, ds.data(), rows, D, Dv, T(scale));
+                                 pd + bh * Tq * Tk, g + bh * Tq * Dv, dq ? dq + bh * Tq * D : nullptr,
+                                 dk ? dk + bh * Tk * D : nullptr, dv ? dv + bh * Tk * Dv : nullptr, ds.data(), rows, D,
+                                 Dv, T(scale));
     }
   });
   return res;
@@ -229,12 +308,14 @@ template <class T> Var<T> merge_heads(Tape<T>& t, const Arg<T>& y) {
 }  // namespace marrow
 
 /* Backward rules:
-   scaled_dot_product_attention   per (b, h); S = scale·Q·Kᵀ, P = softmax(S) over keys, O = P·V, masked P = 0:
-     dV += Pᵀ·dO
-     dP  = dO·Vᵀ
-     dS  = P ⊙ (dP − rowsum(dP ⊙ P))          (0 at masked entries, since P is 0 there)
+   scaled_dot_product_attention   per (b, h); S = scale·Q·Kᵀ, P = softmax(S) over keys, masked P = 0;
+                                  dropout P̃ = P ⊙ Z, Z = [kept]/(1 − p) (P̃ = P without); O = P̃·V:
+     dV += P̃ᵀ·dO
+     dP̃  = dO·Vᵀ
+     dS  = P ⊙ (Z ⊙ dP̃ − D),  D = rowsum(P̃ ⊙ dP̃) = rowsum(dO ⊙ O)   (0 at masked entries)
      dQ += scale·dS·K
      dK += scale·dSᵀ·Q
+     (the tiled kernel recomputes P = exp(S − L) per tile from the saved log-sum-exp L)
    split_heads   dqkv[b, t, which·C + h·hs + d] += g[b, h, t, d]
    merge_heads   dy[b, h, t, d] += g[b, t, h·hs + d]
 */
