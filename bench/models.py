@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Step time of a whole model, ours against its PyTorch peer (../shared/bench/*_peer.py), in one run.
 
-    bench/models.py gpt|unet|gan|color [--reps 3] [--build build] [--threads 2]
+    bench/models.py gpt|unet|gan|color [--reps 3] [--build build] [--threads 2] [--precision bf16]
+                    [--both "FLAGS"]
+
+--precision bf16 runs our side with bf16 matrix products (PyTorch 1.13's CPU side stays fp32:
+its bf16 autocast has no fast kernels on this CPU); --both adds flags to both sides (the GPT's
+--block-size, --batch-size, --n-layer, --n-head, --n-embd have the same names on both).
 
 Runs our binary and the peer alternately, --reps times each, on the same configuration and
 thread count, and prints the medians of their median step times and the ratio (ours / PyTorch;
@@ -75,8 +80,13 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="our matrix products")
+    ap.add_argument("--both", default="", help="extra flags for both sides, one string")
     a = ap.parse_args()
     mine, script, theirs = MODELS[a.model]
+    mine, theirs = mine + a.both.split(), theirs + a.both.split()
+    if a.precision != "fp32":
+        mine = mine + ["--precision", a.precision]
     check_peer_setup()
     ms_o, ms_p, rss_o, rss_p = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +98,7 @@ def main():
             print(f"rep {rep + 1}: marrow {ms_o[-1]:.2f} ms  PyTorch {ms_p[-1]:.2f} ms", flush=True)
     o, p = statistics.median(ms_o), statistics.median(ms_p)
     print(f"| {a.model} | {o:.2f} | {p:.2f} | {o / p:.2f} | {max(rss_o):.0f} | {max(rss_p):.0f} |")
-    print(json.dumps({"model": a.model, "threads": a.threads, "reps": a.reps, "marrow_ms": ms_o, "pytorch_ms": ms_p,
+    print(json.dumps({"model": a.model, "threads": a.threads, "reps": a.reps, "precision": a.precision, "both": a.both, "marrow_ms": ms_o, "pytorch_ms": ms_p,
                       "marrow_median_ms": o, "pytorch_median_ms": p, "ratio": o / p,
                       "marrow_peak_rss_mb": max(rss_o), "pytorch_peak_rss_mb": max(rss_p),
                       "loadavg_end": os.getloadavg()}))

@@ -234,7 +234,7 @@ int main(int argc, char** argv) {
     cli.command("train", "train on --data (first 90% train, last 10% validation)")
         .command("sample", "continue --prompt from a checkpoint, streaming to stdout")
         .command("eval", "validation loss and bits per character of a checkpoint on --data");
-    common.add_to(cli, {.shards = true, .stop_at = true});
+    common.add_to(cli, {.shards = true, .stop_at = true, .precision = true});
     add_train_flags(cli, a, log_every);
     add_sample_flags(cli, sf);
     const std::string cmd = cli.parse_or_exit(argc, argv);

@@ -476,7 +476,7 @@ int main(int argc, char** argv) {
     cli.command("train", "train on DATA/train, evaluate on DATA/test")
         .command("apply", "colorize images (--input folder or files, comma-separated) into --out")
         .command("eval", "metrics of a checkpoint on DATA/test");
-    common.add_to(cli, {.shards = true, .stop_at = true});
+    common.add_to(cli, {.shards = true, .stop_at = true, .precision = true});
     cli.flag("preset", a.preset, "network: iizuka (peer network + class head) or peer (colorizer_peer.py exactly)");
     cli.flag("loss", a.loss, "color loss: l2, smooth_l1 or classify");
     cli.flag("image-size", a.image_size, "training image size (a multiple of 16)").min(16);

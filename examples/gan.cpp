@@ -470,7 +470,7 @@ int main(int argc, char** argv) {
         .command("sample", "write --n digits of --ckpt (default runs/gan/checkpoint.safetensors) to --out as an "
                            "IDX3 ubyte file, and a PNG grid")
         .command("score", "score, FID and class histogram of an IDX3 file (--samples)");
-    common.add_to(cli, {.shards = true, .stop_at = true});
+    common.add_to(cli, {.shards = true, .stop_at = true, .precision = true});
     cli.flag("preset", preset_name, "the recipe the flags below default to: selfcond (the best: self-conditioned, "
              "packed, averaged G) or dcgan (the plain DCGAN)");
     cli.flag("classifier", a.classifier, "LeNet checkpoint from mnist_classifier (the metrics' yardstick)");

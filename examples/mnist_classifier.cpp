@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
     std::int64_t batch = a.batch;
     Cli cli("mnist_classifier", "LeNet-5 with BatchNorm on MNIST: the yardstick of the GAN metrics");
     cli.command("train", "train the classifier").command("eval", "test-set accuracy of a checkpoint");
-    common.add_to(cli, {.shards = true, .stop_at = true});
+    common.add_to(cli, {.shards = true, .stop_at = true, .precision = true});
     cli.flag("batch", batch, "minibatch size").min(1);
     cli.flag("lr", a.lr, "Adam peak learning rate (cosine decay to 0)").min(0);
     cli.flag("weight-decay", a.weight_decay, "Adam L2 weight decay").min(0);

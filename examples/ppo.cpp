@@ -280,7 +280,7 @@ int main(int argc, char** argv) {
     Cli cli("ppo", "PPO on classic-control tasks written from their equations");
     cli.command("train", "train an agent").command("eval", "run the deterministic policy of a checkpoint");
     // ppo reads no data and counts environment steps, not epochs.
-    common.add_to(cli, {.data = false, .steps = false, .epochs = false, .shards = true, .stop_at = true});
+    common.add_to(cli, {.data = false, .steps = false, .epochs = false, .shards = true, .stop_at = true, .precision = true});
     cli.flag("steps", common.steps, "environment steps over all copies").min(0);
     cli.flag("preset", preset_name, "hyper-parameters: tuned (per environment) or cleanrl (CleanRL's defaults)");
     cli.flag("episodes", episodes, "eval: episodes to run").min(1);

@@ -534,7 +534,7 @@ int main(int argc, char** argv) {
         .command("predict", "segment images (--input A.png ...) into --out: probability, mask and overlay")
         .command("eval", "score a checkpoint on the validation slices")
         .command("bench", "median step time on random data (compare with shared/bench/unet_peer.py)");
-    common.add_to(cli, {.epochs = false, .shards = true, .stop_at = true});  // unet trains by --steps
+    common.add_to(cli, {.epochs = false, .shards = true, .stop_at = true, .precision = true});  // unet trains by --steps
     add_args(cli, a);
     const std::string cmd = cli.parse_or_exit(argc, argv);
     if (common.threads > 0) omp_set_num_threads(common.threads);

@@ -19,12 +19,22 @@ enum class WinogradMode { Auto, Off, On };
 // double always runs on Eigen (the gradient checks).
 enum class GemmEngine { Own, Eigen };
 
+// The precision of float products' operands. Bf16: rounded to bfloat16 (nearest
+// even) as they are packed, multiplied by VDPBF16PS into fp32 sums
+// (kernels/sgemm_bf16.hpp); everything else (weights, gradients, optimizer
+// state, norms, softmax, losses) stays fp32. CPUs without AVX512-BF16 stop with
+// an error at the first product.
+enum class GemmPrecision { F32, Bf16 };
+
 struct KernelConfig {
   // Float products on our kernel or on Eigen's. Own: bench/sgemm_bench.cpp, 2
   // threads, AMD EPYC (Zen 5): 87-92 % of the 420 GFLOP/s FMA peak on squares
   // 256-2048 against Eigen's 64-70 %, 73-92 % on the GPT's linear products.
   // Eigen stays selectable so tests can compare the two on whole models.
   GemmEngine gemm_engine = GemmEngine::Own;
+  // fp32 products, or bf16 operands with fp32 sums (--precision bf16): 1.6-1.9x
+  // our fp32 kernel on the GPT's shapes (bench/sgemm_bench.cpp).
+  GemmPrecision gemm_precision = GemmPrecision::F32;
   // Multiply-adds (rows·cols·depth) from which gemm() splits a product made at the
   // top level (outside every parallel region) over the OpenMP team; smaller ones run
   // on the calling thread. Trades the wake-up of the team and the packing each

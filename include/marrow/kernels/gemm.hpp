@@ -31,6 +31,9 @@
 // Eigen: 1.3x Eigen's speed on the models' shapes, the same thread rules (split
 // only at the top level, above gemm_parallel_min) and the same promise of equal
 // bits on any thread count. double (the gradient checks) stays on Eigen.
+// kernel_config().gemm_precision = Bf16 sends every float product to the bf16
+// kernel (kernels/sgemm_bf16.hpp), which has no fallback: without AVX512-BF16
+// it throws.
 #include <Eigen/Core>
 #include <algorithm>
 #include <type_traits>
@@ -41,6 +44,7 @@
 #include "../shape.hpp"
 #include "config.hpp"
 #include "sgemm.hpp"
+#include "sgemm_bf16.hpp"
 
 namespace marrow::detail {
 
@@ -131,6 +135,9 @@ template <class X> constexpr Trans gemm_trans() { return X::IsRowMajor ? Trans::
 template <bool Add, class T, class A, class B>
 void gemm_into(DstView<T> dst, const A& a, const B& b, T alpha) {
   if constexpr (std::is_same_v<T, float>) {
+    if (kernel_config().gemm_precision == GemmPrecision::Bf16)
+      return sgemm_bf16(gemm_trans<A>(), gemm_trans<B>(), dst.rows(), dst.cols(), a.cols(), alpha, a.data(),
+                        a.outerStride(), b.data(), b.outerStride(), Add ? 1.0f : 0.0f, dst.data(), dst.outerStride());
     if (gemm_on_sgemm())
       return sgemm(gemm_trans<A>(), gemm_trans<B>(), dst.rows(), dst.cols(), a.cols(), alpha, a.data(), a.outerStride(),
                    b.data(), b.outerStride(), Add ? 1.0f : 0.0f, dst.data(), dst.outerStride());
@@ -198,10 +205,13 @@ void gemm_bias(Dst&& dst, const A& a, const B& b, const typename std::decay_t<Ds
   const auto av = strided_view(a);
   const auto bv = strided_view(b);
   if constexpr (std::is_same_v<T, float>) {
+    GemmEpilogue ep;
+    ep.bias = bias;
+    ep.bias_kind = GemmBias::PerCol;
+    if (kernel_config().gemm_precision == GemmPrecision::Bf16)
+      return sgemm_bf16(gemm_trans<decltype(av)>(), gemm_trans<decltype(bv)>(), d.rows(), d.cols(), av.cols(), 1.0f,
+                        av.data(), av.outerStride(), bv.data(), bv.outerStride(), 0.0f, d.data(), d.outerStride(), ep);
     if (gemm_on_sgemm()) {
-      GemmEpilogue ep;
-      ep.bias = bias;
-      ep.bias_kind = GemmBias::PerCol;
       return sgemm(gemm_trans<decltype(av)>(), gemm_trans<decltype(bv)>(), d.rows(), d.cols(), av.cols(), 1.0f,
                    av.data(), av.outerStride(), bv.data(), bv.outerStride(), 0.0f, d.data(), d.outerStride(), ep);
     }

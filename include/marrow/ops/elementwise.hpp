@@ -271,18 +271,22 @@ template <class T> Var<T> gelu(Tape<T>& t, const Arg<T>& x, GeluForm form = Gelu
   Var<T> res = t.push(std::move(out), x);
   t.on_backward(res, [x, res, form] {
     const index_t n = x.numel();
+    // grad() allocates a gradient on first use: fetched here, once, never by two threads
+    // at a time (each would allocate its own, and one thread's sums would be lost).
+    T* dx = x.grad().data();
+    const T* dy = res.grad().data();
 #pragma omp parallel for if (n >= detail::kParallelMin)
     for (index_t c = 0; c < n; c += kChunk) {
       const index_t len = std::min(kChunk, n - c);
-      Eigen::Map<const Arr> v(x.value().data() + c, len), g(res.grad().data() + c, len);
+      Eigen::Map<const Arr> v(x.value().data() + c, len), g(dy + c, len);
       if (form == GeluForm::Erf) {  // Φ(x) + x·φ(x)
-        Eigen::Map<Arr>(x.grad().data() + c, len) +=
+        Eigen::Map<Arr>(dx + c, len) +=
             g * (T(0.5) * (T(1) + (v * kInvSqrt2).erf()) + v * kInvSqrt2Pi * (T(-0.5) * v.square()).exp());
         continue;
       }
       const Arr th = (kSqrt2OverPi * (v + kC * v.cube())).tanh();
       const Arr du = kSqrt2OverPi * (T(1) + T(3) * kC * v.square());
-      Eigen::Map<Arr>(x.grad().data() + c, len) += g * (T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th.square()) * du);
+      Eigen::Map<Arr>(dx + c, len) += g * (T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th.square()) * du);
     }
   });
   return res;

@@ -309,6 +309,7 @@ struct CommonFlags {
   int epochs = 0;  // 0: train by --steps
   int shards = 0;  // data-parallel shards per global batch (0: one per process)
   std::int64_t stop_at = 0;  // save and stop after this step (0: run to the end)
+  std::string precision = "fp32";  // fp32 or bf16: the matrix products' operands (Run applies it)
 
   // The flags a binary offers: it leaves out those it does not use, so that
   // giving one is a usage error rather than silently ignored.
@@ -316,6 +317,7 @@ struct CommonFlags {
     bool data = true, ckpt = true, resume = true, seed = true, threads = true, steps = true, epochs = true;
     bool shards = false;   // binaries whose training step runs through dist::DataParallel
     bool stop_at = false;  // binaries whose loop stops through Run::interrupted()
+    bool precision = false;  // binaries that train through Run, which applies --precision
   };
 
   void add_to(Cli& cli) { add_to(cli, Offer{}); }
@@ -338,6 +340,10 @@ struct CommonFlags {
                "save a checkpoint and stop after this step, the schedules still spanning the whole run "
                "(continue with --resume; for job slots shorter than the run; 0: run to the end)")
           .min(0);
+    if (offer.precision)
+      cli.flag("precision", precision,
+               "fp32, or bf16: matrix products on bfloat16 operands with fp32 sums (AVX512-BF16 CPUs); weights, "
+               "gradients, optimizer state, norms, softmax, losses and checkpoints stay fp32");
   }
   std::string checkpoint_path() const { return ckpt.empty() ? out + "/checkpoint.safetensors" : ckpt; }
 };

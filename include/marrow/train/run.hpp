@@ -30,12 +30,14 @@
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "../dist/comm.hpp"
 #include "../dist/shards.hpp"
+#include "../kernels/gemm.hpp"
 #include "checkpoint.hpp"
 #include "cli.hpp"
 #include "metrics.hpp"
@@ -86,6 +88,7 @@ class Run {
     world_.agree(o_.name + " configuration", config_text_);
     dist::check_shards(shards_, world_);
     if (flags_.resume) last_good_ = flags_.checkpoint_path();
+    apply_precision();
     install_interrupt_handler();
   }
   Run(const Run&) = delete;
@@ -191,6 +194,7 @@ class Run {
   template <std::same_as<Json> J>
   Json finish(const J& fields) {
     Json all = Json::object({{"threads", omp_get_max_threads()}, {"processes", world_.size()}, {"shards", shards_},
+                             {"precision", flags_.precision},
                              {"seed", flags_.seed}, {"config", config_}});
     for (auto& [k, v] : fields.members()) all.set(k, v);
     if (!is_root()) return all;
@@ -214,6 +218,19 @@ class Run {
   StepTimer timer_;
   std::string last_good_;
   std::int64_t step_ = 0;  // the last step progress() showed
+  std::optional<ScopedKernelConfig> precision_;  // --precision bf16, for the run's lifetime
+
+  // --precision: fp32 leaves the products as they are; bf16 sends them to the
+  // bf16 kernel, or stops here, before any step, on a CPU without it.
+  void apply_precision() {
+    if (flags_.precision == "fp32") return;
+    if (flags_.precision != "bf16") throw UsageError("--precision: expected fp32 or bf16, got '" + flags_.precision + "'");
+    if (!detail::bf16_gemm_supported())
+      throw Error("--precision bf16 needs a CPU with AVX512-BF16 (VDPBF16PS); this one has none (use --precision fp32)");
+    KernelConfig c = kernel_config();
+    c.gemm_precision = GemmPrecision::Bf16;
+    precision_.emplace(c);
+  }
 
   bool stopping_at() const { return flags_.stop_at > 0 && step_ >= flags_.stop_at; }
 };
