@@ -4,6 +4,7 @@
 
 #include <marrow/marrow.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -72,6 +73,32 @@ template <class LossFn> void check_gemm_engines(const ParamList<float>& ps, Loss
 #ifdef MARROW_SGEMM_NATIVE
   CHECK(any_bit_differs);
 #endif
+}
+
+// Bit-for-bit equality of two tensors (shape and every value, the sign of zero included).
+template <class T> bool same_bits(const Tensor<T>& a, const Tensor<T>& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(T) * std::size_t(a.numel())) == 0;
+}
+
+// tape.backward_observed(loss), checking what data-parallel bucket overlap
+// (dist/data_parallel.hpp) relies on: once the reverse loop reaches a parameter's
+// first use in param_uses(), its gradient is final. Each gradient is copied at
+// that moment and compared with its value after backward, bit for bit.
+template <class T> void check_param_uses_final(Tape<T>& t, const Var<T>& loss, const ParamList<T>& params) {
+  std::vector<std::size_t> first(params.size(), std::size_t(-1));
+  for (const auto& [node, at] : t.param_uses())
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (params[i].param->node() == node) first[i] = std::min(first[i], at);
+  for (const auto& p : params) p.param->grad().zero();
+  std::vector<Tensor<T>> at_first_use(params.size());
+  t.backward_observed(loss, [&](std::size_t done_from) {
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (!at_first_use[i].defined() && first[i] >= done_from) at_first_use[i] = params[i].param->grad().clone();
+  });
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    CAPTURE(params[i].name);
+    CHECK(same_bits(at_first_use[i], params[i].param->grad()));
+  }
 }
 
 }  // namespace marrow::testing

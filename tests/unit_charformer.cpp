@@ -308,3 +308,76 @@ TEST_CASE("charformer: float loss and gradients on our GEMM agree with Eigen's")
   const auto x = random_ids({4, 32}, 40, rng), y = random_ids({4, 32}, 40, rng);
   testing::check_gemm_engines(parameters<float>(m), [&](Tape<float>& t) { return m.loss(t, x, y); }, 1e-4);
 }
+
+TEST_CASE("charformer: recompute gives the loss, gradients and dropout draws of the plain model, bit for bit") {
+  // T = 6 on the plain attention kernel, T = 300 on the tiled one (from 256 keys); dropout everywhere.
+  for (index_t T : {index_t(6), index_t(300)}) {
+    CAPTURE(T);
+    Config c{.vocab_size = 7, .block_size = T, .n_layer = 2, .n_head = 2, .n_embd = 8, .dropout = 0.2, .bias = true};
+    Rng r1(1), r2(1), data(3);
+    GPT<float> plain(c, r1);
+    c.recompute = true;
+    GPT<float> rc(c, r2);
+    auto pp = parameters<float>(plain), pr = parameters<float>(rc);
+    Tape<float> tp, tr;
+    for (int step = 0; step < 2; ++step) {  // the generators move on alike
+      CAPTURE(step);
+      const auto x = random_ids({2, T}, 7, data), y = random_ids({2, T}, 7, data);
+      tp.reset();
+      tr.reset();
+      std::vector<Tensor<float>> ep, er;
+      Var<float> lp = plain.loss(tp, x, y, &ep), lr = rc.loss(tr, x, y, &er);
+      CHECK(tr.size() < tp.size());
+      for (auto& p : pp) p.param->zero_grad();
+      tp.backward(lp);
+      testing::check_param_uses_final(tr, lr, pr);  // backward, checking dist's bucket invariant on the way
+      CHECK(testing::same_bits(lp.value(), lr.value()));
+      for (std::size_t i = 0; i < pp.size(); ++i) {
+        CAPTURE(pp[i].name);
+        CHECK(testing::same_bits(pp[i].param->grad(), pr[i].param->grad()));
+      }
+      for (std::size_t i = 0; i < ep.size(); ++i) CHECK(testing::same_bits(ep[i], er[i]));
+      auto gp = plain.dropout_rngs(), gr = rc.dropout_rngs();
+      for (std::size_t i = 0; i < gp.size(); ++i) CHECK(Rng(*gp[i].second).next_u64() == Rng(*gr[i].second).next_u64());
+    }
+  }
+}
+
+TEST_CASE("charformer: training with recompute, fresh or resumed, gives the same weights and allocates nothing in steady state") {
+  const std::string text = periodic_text(2000) + "xyz";
+  Args a;
+  a.model = {.block_size = 8, .n_layer = 2, .n_head = 2, .n_embd = 8, .dropout = 0.1};
+  a.batch_size = 4;
+  a.warmup = 2;
+  a.steps = 6;
+  const auto vocab = data::Vocab::from_text(text);
+  Trainer<float> straight(a, vocab, text);
+  while (!straight.done()) straight.train_step(straight.step == 1);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("charformer_recompute_" + std::to_string(::getpid()) + ".safetensors")).string();
+  {
+    Trainer<float> first(a, vocab, text);  // saved without recompute
+    for (int i = 0; i < 3; ++i) first.train_step();
+    first.save(path, "{}");
+  }
+  a.model.recompute = true;
+  Trainer<float> fresh(a, vocab, text), resumed(a, vocab, text);
+  std::size_t warm = 0;
+  while (!fresh.done()) {
+    fresh.train_step(fresh.step == 1);
+    if (fresh.step == 3) warm = BufferPool::instance().fresh_bytes();
+  }
+  if (BufferPool::instance().enabled()) CHECK(BufferPool::instance().fresh_bytes() == warm);  // not under MARROW_NO_POOL
+  CHECK(resumed.resume(path).step == 3);
+  CHECK(resumed.model.config.recompute);  // the checkpoint's model config does not carry it
+  while (!resumed.done()) resumed.train_step();
+  auto p0 = parameters<float>(straight.model), p1 = parameters<float>(fresh.model), p2 = parameters<float>(resumed.model);
+  for (std::size_t i = 0; i < p0.size(); ++i) {
+    CAPTURE(p0[i].name);
+    CHECK(testing::same_bits(p0[i].param->value(), p1[i].param->value()));
+    CHECK(testing::same_bits(p0[i].param->value(), p2[i].param->value()));
+  }
+  CheckpointInfo info = Checkpoint<float>::info_of(safetensors::read(path), path);
+  CHECK(info.metadata["model"].find("recompute") == std::string::npos);
+  std::filesystem::remove(path);
+}

@@ -45,6 +45,7 @@ bool same_bits(const float* a, const float* b, std::size_t n) { return std::memc
 // shards [first, end) of K, summed by a ShardSum over `comm`.
 struct Net {
   Param<float> w1, b1, w2, b2;
+  bool recompute = false;  // the first layer recomputed in backward (recompute.hpp)
   Net() {  // the same weights in every Net
     Rng rng(9);
     w1 = Param<float>(randn<float>({6, 5}, rng, 0.0, 0.5)), b1 = Param<float>(randn<float>({6}, rng));
@@ -52,7 +53,8 @@ struct Net {
   }
   ParamList<float> params() { return {{"w1", &w1}, {"b1", &b1}, {"w2", &w2}, {"b2", &b2}}; }
   Var<float> loss(Tape<float>& t, const Tensor<float>& x, const Tensor<float>& y) {
-    Var<float> h = tanh(t, linear(t, t.input(x), w1, b1));
+    auto first = [this](Tape<float>& s, const std::vector<Var<float>>& in) { return tanh(s, linear(s, in[0], w1, b1)); };
+    Var<float> h = recompute ? marrow::recompute(t, first, {t.input(x)}) : first(t, {t.input(x)});
     return mse(t, linear(t, h, w2, b2), y);
   }
 };
@@ -144,6 +146,31 @@ TEST_CASE("dist: gradient buckets sent while backward still runs give the same b
     sharded_gradients(ref, x, y, dist::Comm::self(), K);
     CHECK(same_gradients(net, ref));
     CHECK(dp.timing().buckets == 9);
+    CHECK(dp.timing().early_buckets == (world.size() > 1 ? 3 : 0));
+  }
+}
+
+TEST_CASE("dist: with a recomputed layer, buckets sent while backward still runs give the same bits") {
+  // The recomputed layer's parameters are used inside the checkpoint's closure: their
+  // buckets must wait for it (Tape::param_uses), while the last layer's still go first.
+  const dist::Comm& world = dist::Comm::world();
+  Rng rng(6);
+  const Tensor<float> x = randn<float>({16, 5}, rng), y = randn<float>({16, 3}, rng);
+  const int K = 4;
+  Net net, ref;
+  net.recompute = true;
+  dist::DataParallel<float> dp(net.params(), world, K, {.bucket_values = 7});
+  Tape<float> t;
+  for (int step = 0; step < 2; ++step) {
+    for (auto& p : net.params()) p.param->zero_grad();
+    dp.step(x.dim(0), [&](std::int64_t b0, std::int64_t b1) {
+      t.reset();
+      Var<float> l = net.loss(t, dist::batch_rows(x, b0, b1), dist::batch_rows(y, b0, b1));
+      dp.backward(t, l);
+      return double(l.item());
+    });
+    sharded_gradients(ref, x, y, dist::Comm::self(), K);
+    CHECK(same_gradients(net, ref));
     CHECK(dp.timing().early_buckets == (world.size() > 1 ? 3 : 0));
   }
 }

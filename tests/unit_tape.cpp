@@ -177,3 +177,136 @@ TEST_CASE("tape: a node read by several ops, or twice by one, sums every share")
     return scaled_dot_product_attention(t, h, h, mul_scalar(t, h, 2.0), false);
   });
 }
+
+// ---- recompute (recompute.hpp) ---------------------------------------------------------
+namespace {
+// A small graph with two chained segments: u feeds the first segment, the second
+// one and the loss outside both; the second segment's output is read three times.
+template <class T> struct RecomputeSegments {
+  Param<T> w1, b1, w2, x;
+  Rng drop_rng{77};
+  T p = T(0);  // dropout inside the second segment
+  explicit RecomputeSegments(std::uint64_t seed) {
+    Rng rng(seed);
+    w1 = Param<T>(randn<T>({4, 3}, rng, 0.0, 0.7)), b1 = Param<T>(randn<T>({4}, rng));
+    w2 = Param<T>(randn<T>({3, 4}, rng, 0.0, 0.7)), x = Param<T>(randn<T>({5, 3}, rng));
+  }
+  ParamList<T> params() { return {{"w1", &w1}, {"b1", &b1}, {"w2", &w2}, {"x", &x}}; }
+  // (5, 3) -> (5, 4): in[0] read twice, w1 twice, dropout drawn from drop_rng.
+  Var<T> first(Tape<T>& t, const std::vector<Var<T>>& in) {
+    Var<T> h = dropout(t, tanh(t, linear(t, in[0], w1, b1)), p, true, drop_rng);
+    return add(t, mul(t, h, h), linear(t, mul(t, in[0], in[0]), w1));
+  }
+  // (5, 4), (5, 3) -> (5, 3), with dropout drawn from drop_rng.
+  Var<T> second(Tape<T>& t, const std::vector<Var<T>>& in) {
+    Var<T> z = add(t, linear(t, dropout(t, in[0], p, true, drop_rng), w2), in[1]);
+    return mul(t, sigmoid(t, z), in[1]);
+  }
+  Var<T> loss(Tape<T>& t, bool rc) {
+    Var<T> u = tanh(t, Var<T>(x));
+    auto s1 = [this](Tape<T>& s, const std::vector<Var<T>>& in) { return first(s, in); };
+    auto s2 = [this](Tape<T>& s, const std::vector<Var<T>>& in) { return second(s, in); };
+    Var<T> a = rc ? recompute(t, s1, {u}, {&drop_rng}) : s1(t, {u});  // both segments draw from drop_rng
+    Var<T> b = rc ? recompute(t, s2, {a, u}, {&drop_rng}) : s2(t, {a, u});
+    Var<T> y = add(t, mul(t, b, b), mul(t, u, b));  // b three times, u outside the segments
+    Rng probe(99);  // a fixed random projection to a scalar
+    return sum(t, mul(t, add(t, y, exp(t, b)), t.input(randn<T>(b.shape(), probe))));
+  }
+};
+}  // namespace
+
+TEST_CASE("recompute: gradients of inputs and parameters are the plain path's bits") {
+  for (double p : {0.0, 0.3}) {
+    CAPTURE(p);
+    RecomputeSegments<double> plain(4), rc(4);
+    plain.p = rc.p = p;
+    for (int step = 0; step < 3; ++step) {  // one tape each, reused: the draws of later steps match too
+      CAPTURE(step);
+      Tape<double> tp, tr;
+      for (auto* m : {&plain, &rc})
+        for (auto& q : m->params()) q.param->zero_grad();
+      Var<double> lp = plain.loss(tp, false), lr = rc.loss(tr, true);
+      CHECK(tr.size() < tp.size());  // the segments' intermediates are not on the tape
+      tp.backward(lp);
+      tr.backward(lr);
+      CHECK(testing::same_bits(lp.value(), lr.value()));
+      auto a = plain.params(), b = rc.params();
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        CAPTURE(a[i].name);
+        CHECK(testing::same_bits(a[i].param->grad(), b[i].param->grad()));
+      }
+      CHECK(plain.drop_rng.next_u64() == rc.drop_rng.next_u64());
+    }
+  }
+}
+
+TEST_CASE("recompute: float, a segment's output used twice, an input used twice and a leaf input") {
+  // The same bits in float (where any change of summation order shows), with the
+  // differentiated input a tape leaf rather than a parameter.
+  Rng rng(8);
+  Param<float> w(randn<float>({6, 6}, rng, 0.0, 0.5));
+  const Tensor<float> x0 = randn<float>({7, 6}, rng);
+  auto seg = [&](Tape<float>& s, const std::vector<Var<float>>& in) {
+    return gelu(s, add(s, linear(s, in[0], w), in[1]), GeluForm::Erf);
+  };
+  auto run = [&](bool rc) {
+    w.zero_grad();
+    Tape<float> t;
+    Var<float> x = t.leaf(x0);
+    Var<float> h = tanh(t, x);
+    Var<float> y = rc ? recompute(t, seg, {h, h}) : seg(t, {h, h});
+    y = rc ? recompute(t, seg, {y, h}) : seg(t, {y, h});
+    t.backward(sum(t, mul(t, add(t, y, h), y)));
+    return std::pair{x.grad().clone(), w.grad().clone()};
+  };
+  auto [xp, wp] = run(false);
+  auto [xr, wr] = run(true);
+  CHECK(testing::same_bits(xp, xr));
+  CHECK(testing::same_bits(wp, wr));
+}
+
+TEST_CASE("recompute: gradients through a recomputed segment match central differences") {
+  RecomputeSegments<double> m(5);
+  m.p = 0.25;  // dropout replays: the numeric loss runs under no_grad, the analytic one recomputes
+  const Rng start = m.drop_rng;
+  auto r = gradcheck(m.params(), [&](Tape<double>& t) {
+    m.drop_rng = start;  // every evaluation the same mask
+    return m.loss(t, true);
+  });
+  MARROW_CHECK_GRAD(r, 1e-7);
+}
+
+TEST_CASE("recompute: the parameters used inside are final once the checkpoint's closure has run") {
+  // What dist's bucket overlap relies on (Tape::param_uses).
+  RecomputeSegments<float> m(6);
+  m.p = 0.2f;
+  Tape<float> t;
+  for (int step = 0; step < 2; ++step) {
+    t.reset();
+    Var<float> l = m.loss(t, true);
+    testing::check_param_uses_final(t, l, m.params());
+  }
+}
+
+TEST_CASE("recompute: under no_grad the segment just runs, and the child tape is reused") {
+  RecomputeSegments<double> m(7);
+  Tape<double> t;
+  double plain = 0;
+  {
+    auto g = t.no_grad();
+    plain = m.loss(t, true).item();
+    CHECK(t.recorded() == 0);
+    CHECK(t.child().size() == 0);
+  }
+  t.reset();
+  CHECK(m.loss(t, true).item() == plain);
+  CHECK(t.child().size() == 0);  // reset after the forward
+  t.backward(m.loss(t, true));
+  CHECK(t.child().size() == 0);  // and after the backward
+  // A segment that returns an input, or reads a Var of the outer tape, is refused.
+  Var<double> u = t.input(zeros<double>({2}));
+  CHECK_THROWS_WITH_AS(recompute(t, [](Tape<double>&, const std::vector<Var<double>>& in) { return in[0]; }, {u}),
+                       doctest::Contains("returned one of its inputs"), Error);
+  CHECK_THROWS_WITH_AS(recompute(t, [&](Tape<double>& s, const std::vector<Var<double>>& in) { return add(s, in[0], u); }, {u}),
+                       doctest::Contains("another tape"), Error);
+}

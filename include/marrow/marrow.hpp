@@ -6,6 +6,7 @@
 #include "rng.hpp"
 #include "tensor.hpp"
 #include "tape.hpp"
+#include "recompute.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/reduce.hpp"
 #include "ops/matmul.hpp"

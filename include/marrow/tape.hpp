@@ -185,6 +185,23 @@ template <class T> class Tape {
     destroy_closures();
     consumed_ = true;
   }
+  // backward() from a gradient `out` already has elsewhere: out's gradient
+  // becomes `grad` itself (shared storage, not a copy; closures may add to it)
+  // and every recorded closure runs in reverse. recompute.hpp re-runs a segment
+  // on the buffer its checkpoint node accumulated, so not a bit (nor the sign of
+  // a zero) changes on the way.
+  void backward_from(const Var<T>& out, const Tensor<T>& grad) {
+    check(out, "backward");
+    MARROW_CHECK(!consumed_, "backward: this tape's record was already used by an earlier backward(); "
+                             "call reset() and run the forward pass again");
+    MARROW_CHECK(grad.shape() == out.shape(), "backward: gradient shape ", grad.shape().str(), " != output shape ",
+                 out.shape().str());
+    MARROW_CHECK(out.requires_grad(), "backward: output does not depend on anything that requires grad");
+    out.node()->grad = grad;
+    for (std::size_t i = closures_.size(); i-- > 0;) closures_[i].run(closures_[i].obj);
+    destroy_closures();
+    consumed_ = true;
+  }
   // backward(loss) that calls `after(i)` once before any closure runs (i = the
   // number of closures) and again after each closure i has run: from then on
   // every closure >= i is done, so a parameter whose first use in param_uses()
@@ -223,6 +240,15 @@ template <class T> class Tape {
     consumed_ = false;
     param_uses_.clear();
     id_gen_ = next_generation();
+  }
+
+  // A second tape owned by this one, for a piece of the graph run out of line
+  // (recompute.hpp runs a segment there in forward and again in backward). It
+  // outlives reset(), so its nodes and closure arena are reused step after step;
+  // its own child serves segments nested inside a segment.
+  Tape& child() {
+    if (!child_) child_ = std::make_unique<Tape>();
+    return *child_;
   }
 
   // Inference: ops run but record nothing while the guard lives.
@@ -318,6 +344,7 @@ template <class T> class Tape {
   std::uint64_t id_gen_;
   bool grad_enabled_ = true;
   bool consumed_ = false;
+  std::unique_ptr<Tape> child_;  // child(): made on first use
 };
 
 // Add `g` into a gradient buffer (the accumulate rule every backward follows).

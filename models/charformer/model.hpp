@@ -24,6 +24,7 @@
 #include <marrow/ops/elementwise.hpp>
 #include <marrow/ops/matmul.hpp>
 #include <marrow/ops/shape.hpp>
+#include <marrow/recompute.hpp>
 
 namespace marrow::charformer {
 
@@ -35,6 +36,10 @@ struct Config {
   int n_embd = 128;      // channels C
   double dropout = 0.0;  // on embeddings, attention probabilities and residual branches
   bool bias = false;     // biases in Linear layers and LayerNorms (GPT-2: true)
+  // Training memory, not the model: keep only each block's input and run the block
+  // again in backward (recompute.hpp). Same bits either way, so it is not in fields():
+  // checkpoints neither record nor require it.
+  bool recompute = false;
 
   // The checkpoint's "model" entry (train/model_config.hpp).
   template <class F> void fields(F& f) {
@@ -84,6 +89,13 @@ template <class T> struct Block {
   Var<T> operator()(Tape<T>& t, Var<T> x, Tensor<T>* attn_entropy = nullptr) {
     x = add(t, x, attn(t, ln_1(t, x), attn_entropy));
     return add(t, x, mlp(t, ln_2(t, x)));
+  }
+  // The same block keeping only x for backward, which runs the block again
+  // (recompute.hpp) with its dropout generators replayed: the same bits as
+  // operator(). attn_entropy, when given, is written again by that re-run.
+  Var<T> recomputed(Tape<T>& t, const Var<T>& x, Tensor<T>* attn_entropy = nullptr) {
+    auto segment = [this, attn_entropy](Tape<T>& s, const std::vector<Var<T>>& in) { return (*this)(s, in[0], attn_entropy); };
+    return recompute(t, segment, {x}, {&attn.attn_dropout.rng, &attn.resid_dropout.rng, &mlp.dropout.rng});
   }
   Var<T> decode(Tape<T>& t, Var<T> x, Tensor<T>& kc, Tensor<T>& vc, index_t cache_len) {
     x = add(t, x, attn.decode(t, ln_1(t, x), kc, vc, cache_len));
@@ -137,7 +149,10 @@ template <class T> struct GPT {
                  " exceeds block_size ", config.block_size, " (ids ", idx.shape().str(), ")");
     Var<T> x = drop(t, token_position_embedding(t, wte.weight, wpe.weight, idx));  // (B, T, C)
     if (attn_entropy) attn_entropy->assign(h.size(), Tensor<T>());
-    for (std::size_t i = 0; i < h.size(); ++i) x = h[i](t, x, attn_entropy ? &(*attn_entropy)[i] : nullptr);
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      Tensor<T>* e = attn_entropy ? &(*attn_entropy)[i] : nullptr;
+      x = config.recompute ? h[i].recomputed(t, x, e) : h[i](t, x, e);  // (B, T, C)
+    }
     return ln_f(t, x);
   }
   // idx (B, T) -> logits (B, T, V), through the tied head.
