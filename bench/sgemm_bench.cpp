@@ -4,7 +4,7 @@
 // 420 GFLOP/s fp32 on the 2-core AMD EPYC); and our bf16 kernel (kernels/sgemm_bf16.hpp,
 // where the CPU has AVX512-BF16) on the same products, in GFLOP/s, % of the VDPBF16PS
 // peak (845 GFLOP/s there) and its ratio to our fp32, on the team's threads and on
-// one. bench/gemm_table.py adds PyTorch's `a @ b` beside them and is what to run:
+// one. bench/gemm_torch.py times PyTorch's `a @ b` on the same products. Build and run:
 //   g++ -std=c++20 -O3 -march=native -fopenmp -DNDEBUG -isystem /usr/include/eigen3 -Iinclude \
 //       bench/sgemm_bench.cpp -o build/sgemm_bench
 //   OMP_NUM_THREADS=2 build/sgemm_bench [--reps N] [--peak GFLOPS] [--peak-bf16 GFLOPS] [--json]
@@ -36,9 +36,9 @@ struct Case {
   index_t m, n, k, count;
 };
 
-// The models' products, read off the code and logged from the binaries
-// (MARROW_GEMM_LOG, see the commit that added this file): a linear layer's forward
-// is NT (y = x·Wᵀ), its dx NN (dx = dy·W), its dW TN (dW = dyᵀ·x).
+// The models' products, read off the code (ops/matmul.hpp, ops/attention.hpp) at the
+// binaries' shapes: a linear layer's forward is NT (y = x·Wᵀ), its dx NN
+// (dx = dy·W), its dW TN (dW = dyᵀ·x).
 std::vector<Case> cases() {
   std::vector<Case> c;
   for (index_t n : {256, 512, 1024, 1536, 2048}) c.push_back({"square", 'N', 'N', n, n, n, 1});
@@ -56,6 +56,16 @@ std::vector<Case> cases() {
   c.push_back({"attn S=QK^T (x48)", 'N', 'T', 64, 64, 32, 48});
   c.push_back({"attn O=PV (x48)", 'N', 'N', 64, 32, 64, 48});
   c.push_back({"attn dV=P^T dO (x48)", 'T', 'N', 64, 32, 64, 48});
+  // DCGAN D's second conv (64 -> 128 channels, 4x4 stride 2, 14x14 -> 7x7) through
+  // im2col (kernels/im2col.hpp): K = 64·16 = 1024 rows of columns, a band of 64
+  // output positions (conv_band_bytes 256 KB / (4·1024)): y = W·cols, dW += dy·colsᵀ,
+  // cols = Wᵀ·dy for dx.
+  c.push_back({"dcgan conv y=W cols", 'N', 'N', 128, 64, 1024, 1});
+  c.push_back({"dcgan conv dW=dy cols^T", 'N', 'T', 128, 1024, 64, 1});
+  c.push_back({"dcgan conv cols=W^T dy", 'T', 'N', 1024, 64, 128, 1});
+  // Winograd F(4x4, 3x3) (kernels/winograd.hpp): 36 products per block, O x C
+  // weights by C x tiles, the colorizer's 128-channel layers at 32x32 (64 tiles).
+  c.push_back({"winograd 128ch M=U V (x36)", 'N', 'N', 128, 64, 128, 36});
   return c;
 }
 
@@ -113,6 +123,9 @@ void ours_bf16(const Case& cs, Operands& o, int threads) {
 // Eigen through gemm(), as the ops call it; a batch as the ops run one (attention
 // and matmul loop over heads in an OpenMP loop, each product on one thread).
 void eigen(const Case& cs, Operands& o) {
+  KernelConfig config = kernel_config();  // gemm() would otherwise run our kernel
+  config.gemm_engine = GemmEngine::Eigen;
+  const ScopedKernelConfig scope(config);
   auto one = [&](index_t i) {
     MatView<float> c(o.c.data() + i * o.sc, cs.m, cs.n);
     const float* a = o.a.data() + i * o.sa;

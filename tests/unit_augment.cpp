@@ -119,7 +119,7 @@ TEST_CASE("augment: reflect border mirrors without repeating the edge") {
   CHECK(reflect(7.0, 1) == 0.0);
 }
 
-TEST_CASE("augment: rotate by 0 is the identity; by 90 and 180 it matches rot90") {
+TEST_CASE("augment: rotate by 0 is the identity, by 90 and 180 it matches rot90") {
   const Sample<double> s = ramp();
   for (Border b : {Border::Reflect, Border::Constant}) {
     const auto r = rotate(s, 0.0, b, 5.0);
@@ -148,7 +148,7 @@ TEST_CASE("augment: rotate with constant border fills outside, mask with 0") {
   CHECK(r.image.at({0, 2, 2}) == doctest::Approx(13.0).epsilon(1e-12));  // the centre stays
 }
 
-TEST_CASE("augment: elastic_deform with sigma 0 is the identity; otherwise smooth and deterministic") {
+TEST_CASE("augment: elastic_deform with sigma 0 is the identity, otherwise smooth and deterministic") {
   const Sample<double> s = blobs(24);
   Rng a(3);
   const auto id = elastic_deform(s, a, 0.0);

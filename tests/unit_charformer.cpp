@@ -177,7 +177,7 @@ TEST_CASE("charformer: bad configurations and inputs are named") {
   CHECK_THROWS_WITH(Trainer<float>(a, data::Vocab::from_text("abc"), "abcabc"), doctest::Contains("needs at least block_size + 1"));
 }
 
-TEST_CASE("charformer: a tiny model learns a periodic text; eval batches are fixed; NaN stops the run") {
+TEST_CASE("charformer: a tiny model learns a periodic text, eval batches are fixed, NaN stops the run") {
   const std::string text = periodic_text(4000);
   Args a;
   a.model = {.block_size = 16, .n_layer = 1, .n_head = 2, .n_embd = 16};
@@ -272,7 +272,7 @@ TEST_CASE("charformer: the model config of a checkpoint is read strictly, old ch
   CHECK_THROWS_WITH(config_from_checkpoint(info, "old.safetensors"), doctest::Contains("not a charformer checkpoint?"));
 }
 
-TEST_CASE("charformer: full-split evaluation predicts every character once; steady-state steps allocate nothing") {
+TEST_CASE("charformer: full-split evaluation predicts every character once, steady-state steps allocate nothing") {
   const std::string text = periodic_text(2998) + "zz";
   Args a;
   a.model = {.block_size = 8, .n_layer = 1, .n_head = 2, .n_embd = 8};

@@ -390,7 +390,7 @@ TEST_CASE("data: make_grid tiles images with padding") {
   CHECK_THROWS_WITH_AS(make_grid(imgs, 0), doctest::Contains("columns 0"), Error);
 }
 
-TEST_CASE("data: list_files sorts numbers naturally; load_image_folder builds labels") {
+TEST_CASE("data: list_files sorts numbers naturally, load_image_folder builds labels") {
   TempDir dir;
   fs::create_directories(dir.path / "cat");
   fs::create_directories(dir.path / "ant");
@@ -612,7 +612,7 @@ TEST_CASE("data: BatchLoader rethrows worker exceptions in order and shuts down 
                        Error);
 }
 
-TEST_CASE("data: DataLoader epochs are seeded permutations; drop_last; no shuffle") {
+TEST_CASE("data: DataLoader epochs are seeded permutations, drop_last, no shuffle") {
   using Idx = std::vector<index_t>;
   auto ident = [](const Idx& idx, Rng&) { return idx; };
   DataLoader<Idx> a(10, ident, {.batch_size = 4, .seed = 7}), b(10, ident, {.batch_size = 4, .seed = 7});

@@ -124,7 +124,7 @@ TEST_CASE("dist: sharded gradients are the same bits on any number of processes,
     }
 }
 
-TEST_CASE("dist: gradient buckets sent while backward still runs give the same bits; the last layer's go first") {
+TEST_CASE("dist: gradient buckets sent while backward still runs give the same bits, the last layer's go first") {
   const dist::Comm& world = dist::Comm::world();
   Rng rng(5);
   const Tensor<float> x = randn<float>({16, 5}, rng), y = randn<float>({16, 3}, rng);

@@ -147,7 +147,7 @@ TEST_CASE("dcgan: shapes, ranges and parameter names") {
   CHECK(r.g(t, t.input(randn<float>({2, 100}, rng))).shape() == Shape{2, 1, 28, 28});
 }
 
-TEST_CASE("dcgan: a checkpoint's config needs the first checkpoints' fields; later ones default to the plain DCGAN") {
+TEST_CASE("dcgan: a checkpoint's config needs the first checkpoints' fields, later ones default to the plain DCGAN") {
   const Json first = Json::parse(R"({"z_dim":100,"image":28,"channels":1,"g_width":64,"d_width":64,)"
                                  R"("d_batchnorm":true,"d_dropout":0,"leak":0.2})");
   const DcganConfig c = config_from_json<DcganConfig>(first, "old");

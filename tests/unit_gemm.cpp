@@ -196,7 +196,7 @@ TEST_CASE("sgemm: alpha, beta and padded leading dimensions") {
       }
 }
 
-TEST_CASE("sgemm: tall, skinny and wide products; more threads than blocks") {
+TEST_CASE("sgemm: tall, skinny and wide products, more threads than blocks") {
   const index_t shapes[][3] = {{2000, 3, 40}, {3, 2000, 40}, {1, 777, 300}, {777, 1, 300}, {600, 600, 1},
                                {12, 1000, 1000}, {1000, 12, 1000}, {768, 384, 128}, {50, 50, 2000}};
   std::uint32_t seed = 300;
@@ -210,7 +210,7 @@ TEST_CASE("sgemm: tall, skinny and wide products; more threads than blocks") {
     }
 }
 
-TEST_CASE("sgemm: beta 0 never reads C; k = 0 scales C") {
+TEST_CASE("sgemm: beta 0 never reads C, k = 0 scales C") {
   for (const Path& path : paths()) {
     CAPTURE(path.name);
     Problem P(Trans::N, Trans::N, 37, 45, 70, 1.0f, 0.0f, 2, 7);
@@ -398,7 +398,7 @@ constexpr index_t kBf16Sizes[] = {1, 2, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129
 
 }  // namespace
 
-TEST_CASE("bf16_round: to nearest, ties to even; NaN stays NaN; denormals to zero") {
+TEST_CASE("bf16_round: to nearest, ties to even, NaN stays NaN, denormals to zero") {
   const std::uint32_t cases[][2] = {
       {0x3F808000u, 0x3F80u},  // 1 + 2⁻⁸: a tie, the even neighbour (1.0) kept
       {0x3F818000u, 0x3F82u},  // 1 + 3·2⁻⁸: a tie, up to the even 1 + 2⁻⁶
@@ -461,7 +461,7 @@ TEST_CASE("sgemm_bf16: its packing rounds exactly as bf16_round, for A and B in 
   }
 }
 
-TEST_CASE("sgemm_bf16: every form and size against the rounded operands' double sum; 1 and 2 threads bitwise equal") {
+TEST_CASE("sgemm_bf16: every form and size against the rounded operands' double sum, 1 and 2 threads bitwise equal") {
   if (!bf16_here()) return;
   std::uint32_t seed = 1000;
   for (const Form& f : kForms)
@@ -532,7 +532,7 @@ TEST_CASE("sgemm_bf16: alpha, beta and padded leading dimensions") {
       }
 }
 
-TEST_CASE("sgemm_bf16: tall, skinny and wide products; more threads than blocks") {
+TEST_CASE("sgemm_bf16: tall, skinny and wide products, more threads than blocks") {
   if (!bf16_here()) return;
   const index_t shapes[][3] = {{2000, 3, 40}, {3, 2000, 40}, {1, 777, 301}, {777, 1, 300}, {600, 600, 1},
                                {12, 1000, 1000}, {1000, 12, 1001}, {768, 384, 128}, {50, 50, 2001}};
@@ -547,7 +547,7 @@ TEST_CASE("sgemm_bf16: tall, skinny and wide products; more threads than blocks"
     }
 }
 
-TEST_CASE("sgemm_bf16: beta 0 never reads C (NaN there stays out); k = 0 scales C") {
+TEST_CASE("sgemm_bf16: beta 0 never reads C (NaN there stays out), k = 0 scales C") {
   if (!bf16_here()) return;
   for (const Form& f : kForms) {
     CAPTURE(f.name);

@@ -112,7 +112,7 @@ TEST_CASE("shape: concat over several axes and split") {
                        Error);
 }
 
-TEST_CASE("shape: concat_global repeats a vector at every position; gradient, errors") {
+TEST_CASE("shape: concat_global repeats a vector at every position, gradient, errors") {
   Tape<double> t;
   Var<double> x = t.input(Tensor<double>({1, 1, 1, 2}, {1, 2}));
   Var<double> g = t.input(Tensor<double>({1, 2}, {7, 8}));

@@ -66,7 +66,7 @@ TEST_CASE("optim: SGD plain, weight decay, momentum with dampening, nesterov") {
   CHECK_THROWS_WITH_AS(SGD<double>(f.params(), {.lr = -1.0}), doctest::Contains("sgd: negative learning rate"), Error);
 }
 
-TEST_CASE("optim: Adam, L2 weight decay, amsgrad; AdamW decoupled decay") {
+TEST_CASE("optim: Adam, L2 weight decay, amsgrad, AdamW decoupled decay") {
   SUBCASE("adam") {
     Fixture f;
     Adam<double> opt(f.params(), {.lr = 0.1});

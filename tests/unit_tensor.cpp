@@ -85,7 +85,7 @@ TEST_CASE("tensor: pick_weighted draws in proportion to the weights and never a 
   CHECK(std::abs(last / 2000.0 - 0.75) < 0.05);
 }
 
-TEST_CASE("tensor: reshape is a view; clone is a copy") {
+TEST_CASE("tensor: reshape is a view, clone is a copy") {
   auto t = arange<float>(12).reshape({3, 4});
   auto v = t.reshape({2, -1});
   CHECK(v.shape() == Shape{2, 6});

@@ -339,7 +339,7 @@ std::string drain(std::FILE* f) {
 }
 }  // namespace
 
-TEST_CASE("progress: plain mode prints every N steps or ~10 s; tty mode redraws at most ~10x/s") {
+TEST_CASE("progress: plain mode prints every N steps or ~10 s, tty mode redraws at most ~10x/s") {
   double now = 0;
   ProgressOptions o;
   o.total = 100;
@@ -622,7 +622,7 @@ TEST_CASE("monitor: early stopping counts updates without improvement beyond min
   CHECK_THROWS_AS(EarlyStopping(-1), Error);
 }
 
-TEST_CASE("monitor: SIGINT sets a flag; a second SIGINT kills") {
+TEST_CASE("monitor: SIGINT sets a flag, a second SIGINT kills") {
   install_interrupt_handler();
   clear_interrupt();
   CHECK(!interrupted());

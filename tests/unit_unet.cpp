@@ -378,7 +378,7 @@ TEST_CASE("unet: the mask is cell where the cell probability reaches the thresho
   CHECK(std::equal(cell.begin(), cell.end(), prob.begin()));
 }
 
-TEST_CASE("unet: a checkpoint keeps the config and the chosen threshold; older ones load at 0.5") {
+TEST_CASE("unet: a checkpoint keeps the config and the chosen threshold, older ones load at 0.5") {
   const std::string dir = (std::filesystem::temp_directory_path() / "marrow_unet_load_test").string();
   std::filesystem::create_directories(dir);
   Config c = tiny(Padding::Valid, false);
