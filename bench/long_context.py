@@ -2,7 +2,7 @@
 """Long context: tokens/s and peak RSS of the GPT against block size, ours and PyTorch's (issue 24).
 
     bench/long_context.py [--blocks 64,256,1024,4096] [--steps 5] [--build build] [--out runs/bench-long]
-                          [--svg docs/long-context.svg]
+                          [--svg docs/long-context.svg] [--replot OUT/long_context.json]
 
 The GPT of 4 layers x 4 heads x 128 channels, 2 threads, batch 8 up to block 1,024 and 4
 beyond (the issue's shapes), on tinyshakespeare: `charformer train` (with --recompute from
@@ -76,8 +76,12 @@ def svg(rows, path):
              f'<line x1="{x0 + pad}" y1="30" x2="{x0 + pad}" y2="{H - pad + 10}" stroke="#444"/>']
         for b in xs:
             g.append(f'<text x="{X(b)}" y="{H - pad + 25}" text-anchor="middle" font-size="10">{b}</text>')
-        for e in range(math.ceil(lo), math.floor(hi) + 1):
-            g.append(f'<text x="{x0 + pad - 4}" y="{Y(10 ** e) + 3}" text-anchor="end" font-size="10">{10 ** e:g}</text>')
+        for e in range(math.floor(lo), math.ceil(hi) + 1):
+            for m in (1, 2, 5):
+                v = m * 10 ** e
+                if lo <= math.log10(v) <= hi:
+                    g.append(f'<line x1="{x0 + pad - 3}" y1="{Y(v):.1f}" x2="{x0 + pad}" y2="{Y(v):.1f}" stroke="#444"/>')
+                    g.append(f'<text x="{x0 + pad - 5}" y="{Y(v) + 3:.1f}" text-anchor="end" font-size="10">{v:g}</text>')
         for k, p in pts.items():
             if p:
                 g.append(f'<polyline fill="none" stroke="{colors[k]}" stroke-width="2" points="'
@@ -101,7 +105,12 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench-long"))
     ap.add_argument("--svg", default=os.path.join(ROOT, "docs", "long-context.svg"))
     ap.add_argument("--peer-timeout", type=int, default=600)
+    ap.add_argument("--replot", metavar="JSON", help="only redraw the SVG from an earlier run's long_context.json")
     a = ap.parse_args()
+    if a.replot:
+        svg(json.load(open(a.replot)), a.svg)
+        print(f"wrote {a.svg}")
+        return 0
     os.makedirs(a.out, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
