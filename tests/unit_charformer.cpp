@@ -313,7 +313,7 @@ TEST_CASE("charformer: recompute gives the loss, gradients and dropout draws of 
   // T = 6 on the plain attention kernel, T = 300 on the tiled one (from 256 keys); dropout everywhere.
   for (index_t T : {index_t(6), index_t(300)}) {
     CAPTURE(T);
-    Config c{.vocab_size = 7, .block_size = T, .n_layer = 2, .n_head = 2, .n_embd = 8, .dropout = 0.2, .bias = true};
+    Config c{.vocab_size = 7, .block_size = int(T), .n_layer = 2, .n_head = 2, .n_embd = 8, .dropout = 0.2, .bias = true};
     Rng r1(1), r2(1), data(3);
     GPT<float> plain(c, r1);
     c.recompute = true;
