@@ -824,3 +824,33 @@ TEST_CASE("checkpoint: SIGKILL at random moments during saves always leaves a lo
   MESSAGE("checkpoint steps completed by the killed writers: " << last_step);
   CHECK(last_step > 0);
 }
+
+TEST_CASE("run: --precision bf16 sends the products to the bf16 kernel for the run's lifetime, other values are usage errors") {
+  TempDir dir;
+  CommonFlags flags;
+  flags.out = dir / "run";
+  flags.precision = "fp16";
+  CHECK_THROWS_WITH_AS(Run(flags, {.name = "test", .steps = 1}), "--precision: expected fp32 or bf16, got 'fp16'",
+                       UsageError);
+  CHECK(kernel_config().gemm_precision == GemmPrecision::F32);
+  flags.precision = "bf16";
+  if (!detail::bf16_gemm_supported()) {
+    CHECK_THROWS_WITH_AS(Run(flags, {.name = "test", .steps = 1}),
+                         "--precision bf16 needs a CPU with AVX512-BF16 (VDPBF16PS); this one has none (use --precision fp32)",
+                         Error);
+    return;
+  }
+  {
+    Run run(flags, {.name = "test", .steps = 1});
+    CHECK(kernel_config().gemm_precision == GemmPrecision::Bf16);
+    // A product through the library now rounds its operands: 1 + 2⁻¹⁰ is not a bf16 number.
+    Tape<float> t;
+    const Var<float> y = matmul(t, t.input(Tensor<float>({1, 1}, {1.0f + 1.0f / 1024})), t.input(Tensor<float>({1, 1}, {1.0f})));
+    CHECK(y.value()[0] == 1.0f);
+    CHECK(Json::parse(run.finish().dump()).at("precision").as_string() == "bf16");
+  }
+  CHECK(kernel_config().gemm_precision == GemmPrecision::F32);
+  Tape<float> t;
+  const Var<float> y = matmul(t, t.input(Tensor<float>({1, 1}, {1.0f + 1.0f / 1024})), t.input(Tensor<float>({1, 1}, {1.0f})));
+  CHECK(y.value()[0] == 1.0f + 1.0f / 1024);
+}
