@@ -120,27 +120,36 @@ inline int gemm_team() {
 }
 
 // Whether this float product runs on our kernel.
-inline bool gemm_on_sgemm() {
-#ifdef MARROW_SGEMM_NATIVE
-  return kernel_config().gemm_engine == GemmEngine::Own;
-#else
-  return false;
-#endif
-}
-
 // A view's form for sgemm: a row-major view is op = N with its outer stride as the
 // leading dimension; a column-major one (a transposed row-major matrix) is op = T.
 template <class X> constexpr Trans gemm_trans() { return X::IsRowMajor ? Trans::N : Trans::T; }
 
+// dst = act(alpha·a·b + beta·dst + bias) on our kernels, where the configuration
+// sends float products there (bf16 precision, or the Own engine in a build that
+// has one); false leaves the product to the caller's Eigen path.
+template <class A, class B>
+bool sgemm_product(DstView<float> dst, const A& a, const B& b, float alpha, float beta,
+                   const GemmEpilogue& ep = {}) {
+  const KernelConfig& config = kernel_config();
+  if (config.gemm_precision == GemmPrecision::Bf16) {
+    sgemm_bf16(gemm_trans<A>(), gemm_trans<B>(), dst.rows(), dst.cols(), a.cols(), alpha, a.data(), a.outerStride(),
+               b.data(), b.outerStride(), beta, dst.data(), dst.outerStride(), ep);
+    return true;
+  }
+#ifdef MARROW_SGEMM_NATIVE
+  if (config.gemm_engine == GemmEngine::Own) {
+    sgemm(gemm_trans<A>(), gemm_trans<B>(), dst.rows(), dst.cols(), a.cols(), alpha, a.data(), a.outerStride(),
+          b.data(), b.outerStride(), beta, dst.data(), dst.outerStride(), ep);
+    return true;
+  }
+#endif
+  return false;
+}
+
 template <bool Add, class T, class A, class B>
 void gemm_into(DstView<T> dst, const A& a, const B& b, T alpha) {
   if constexpr (std::is_same_v<T, float>) {
-    if (kernel_config().gemm_precision == GemmPrecision::Bf16)
-      return sgemm_bf16(gemm_trans<A>(), gemm_trans<B>(), dst.rows(), dst.cols(), a.cols(), alpha, a.data(),
-                        a.outerStride(), b.data(), b.outerStride(), Add ? 1.0f : 0.0f, dst.data(), dst.outerStride());
-    if (gemm_on_sgemm())
-      return sgemm(gemm_trans<A>(), gemm_trans<B>(), dst.rows(), dst.cols(), a.cols(), alpha, a.data(), a.outerStride(),
-                   b.data(), b.outerStride(), Add ? 1.0f : 0.0f, dst.data(), dst.outerStride());
+    if (sgemm_product(dst, a, b, alpha, Add ? 1.0f : 0.0f)) return;
   }
   const index_t rows = dst.rows(), cols = dst.cols(), depth = a.cols(), ld = dst.outerStride();
   const int team = gemm_team();
@@ -208,13 +217,7 @@ void gemm_bias(Dst&& dst, const A& a, const B& b, const typename std::decay_t<Ds
     GemmEpilogue ep;
     ep.bias = bias;
     ep.bias_kind = GemmBias::PerCol;
-    if (kernel_config().gemm_precision == GemmPrecision::Bf16)
-      return sgemm_bf16(gemm_trans<decltype(av)>(), gemm_trans<decltype(bv)>(), d.rows(), d.cols(), av.cols(), 1.0f,
-                        av.data(), av.outerStride(), bv.data(), bv.outerStride(), 0.0f, d.data(), d.outerStride(), ep);
-    if (gemm_on_sgemm()) {
-      return sgemm(gemm_trans<decltype(av)>(), gemm_trans<decltype(bv)>(), d.rows(), d.cols(), av.cols(), 1.0f,
-                   av.data(), av.outerStride(), bv.data(), bv.outerStride(), 0.0f, d.data(), d.outerStride(), ep);
-    }
+    if (sgemm_product(d, av, bv, 1.0f, 0.0f, ep)) return;
   }
   gemm_into<false>(d, av, bv, T(1));
   d.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias, d.cols());
